@@ -1,0 +1,1 @@
+"""Master side of portside: configuration, supervision and discovery."""

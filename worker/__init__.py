@@ -1,0 +1,1 @@
+"""Worker side of portside: everything on the request path."""
