@@ -1,0 +1,73 @@
+"""The discovery process: runs the providers and reports their configurations.
+
+It is a child of the master, forked before any thread exists. Providers may
+block or use threads here (the Docker SDK does both) because this process
+never forks. Each provider's configuration is sent to the master, in
+Traefik's dynamic-configuration schema, whenever it changes.
+"""
+
+from __future__ import annotations
+
+import logging
+import select
+import signal
+import socket
+from typing import Any
+
+from portside.master.channel import encode
+from portside.master.dynamic_config import DynamicConfig
+from portside.master.file_provider import POLL_INTERVAL, FileWatcher
+from portside.master.static_config import StaticConfig
+
+log = logging.getLogger("portside.discovery")
+
+
+def to_traefik_schema(config: DynamicConfig) -> dict[str, Any]:
+    """The configuration as a dict in Traefik's schema, which the master parses back."""
+    routers: dict[str, Any] = {}
+    for name, r in config.routers.items():
+        router: dict[str, Any] = {"rule": r.rule, "service": r.service}
+        if r.entry_points is not None:
+            router["entryPoints"] = list(r.entry_points)
+        if r.priority is not None:
+            router["priority"] = r.priority
+        routers[name] = router
+    services = {
+        name: {
+            "loadBalancer": {"servers": [{"url": s.url, "weight": s.weight} for s in svc.servers]}
+        }
+        for name, svc in config.services.items()
+    }
+    return {"http": {"routers": routers, "services": services}}
+
+
+def run_discovery(channel: socket.socket, config: StaticConfig) -> int:
+    """Run the configured providers until the master goes away; return an exit code."""
+    signal.set_wakeup_fd(-1)
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGCHLD):
+        signal.signal(sig, signal.SIG_DFL)
+    for sig in (signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2, signal.SIGTTIN, signal.SIGTTOU):
+        signal.signal(sig, signal.SIG_IGN)
+    channel.setblocking(True)
+
+    def report(provider: str, dynamic: DynamicConfig | None) -> None:
+        body = None if dynamic is None else to_traefik_schema(dynamic)
+        channel.sendall(encode({"type": "config", "provider": provider, "config": body}))
+
+    watcher = FileWatcher(config.file_provider) if config.file_provider else None
+    if watcher is not None:
+        _, dynamic = watcher.poll()
+        report("file", dynamic)
+        if not config.file_provider.watch:  # type: ignore[union-attr]
+            watcher = None
+    while True:
+        # Waiting on the channel doubles as the poll timer and notices the
+        # master's death (EOF) at once.
+        readable, _, _ = select.select([channel], [], [], POLL_INTERVAL)
+        if readable and not channel.recv(4096):
+            return 0
+        if watcher is not None:
+            changed, dynamic = watcher.poll()
+            if changed and dynamic is not None:
+                log.info("file provider: configuration changed")
+                report("file", dynamic)

@@ -1,0 +1,273 @@
+"""The client side of the proxy: one Protocol per accepted connection.
+
+The protocol is also the httptools request parser's callback object, as in
+uvicorn's httptools_impl. Requests are routed as soon as their headers are
+complete. Pipelined requests (RFC 9112 §9.3.2) queue behind the one in
+flight and the socket stops being read until the queue drains, so a client
+cannot make the proxy buffer without bound.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from typing import TYPE_CHECKING
+
+import httptools
+
+from portside.worker.exchange import Exchange
+from portside.worker.headers import ForwardedBy
+from portside.worker.responses import error_response
+
+if TYPE_CHECKING:
+    from portside.worker.runtime import EntryPointRuntime, WorkerRuntime
+
+# Reasons to stop reading from the client; reading resumes when none is left.
+_PAUSE_PIPELINE = 1  # a pipelined request waits behind the one in flight
+_PAUSE_UPSTREAM = 2  # the backend is not taking the request body fast enough
+
+_HOST_CACHE: dict[bytes, str] = {}
+_HOST_CACHE_MAX = 4096
+
+
+def normalize_host(raw: bytes) -> str:
+    """Host header to the routing key: lower-case, port and IPv6 brackets removed."""
+    host = _HOST_CACHE.get(raw)
+    if host is None:
+        text = raw.decode("latin-1").strip().lower()
+        if text.startswith("["):
+            end = text.find("]")
+            host = text[1:end] if end > 0 else text
+        else:
+            host = text.partition(":")[0]
+        if len(_HOST_CACHE) >= _HOST_CACHE_MAX:
+            _HOST_CACHE.clear()
+        _HOST_CACHE[raw] = host
+    return host
+
+
+class ClientConnection(asyncio.Protocol):
+    """One client connection on one entry point."""
+
+    __slots__ = (
+        "runtime",
+        "entry_point",
+        "loop",
+        "transport",
+        "parser",
+        "client_ip",
+        "forwarded_by",
+        "current",
+        "write_paused",
+        "last_active",
+        "closing",
+        "_queue",
+        "_parsing",
+        "_url",
+        "_headers",
+        "_paused",
+        "_closed",
+        "_bad_request",
+    )
+
+    def __init__(self, runtime: WorkerRuntime, entry_point: EntryPointRuntime) -> None:
+        self.runtime = runtime
+        self.entry_point = entry_point
+        self.loop = runtime.loop
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpRequestParser(self)
+        self.client_ip = ""
+        self.forwarded_by: ForwardedBy | None = None
+        self.current: Exchange | None = None
+        self.write_paused = False
+        self.last_active = 0.0
+        #: No new request will be served after the one in flight (shutdown).
+        self.closing = False
+        self._queue: deque[Exchange] = deque()
+        self._parsing: Exchange | None = None
+        self._url = b""
+        self._headers: list[tuple[bytes, bytes]] = []
+        self._paused = 0
+        self._closed = False
+        self._bad_request = False
+
+    # -- asyncio.Protocol ---------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        peer = transport.get_extra_info("peername")
+        self.client_ip = peer[0] if isinstance(peer, tuple) else ""
+        ep = self.entry_point
+        self.forwarded_by = ForwardedBy(
+            self.client_ip, "http", ep.port, self.runtime.hostname, ep.is_trusted(self.client_ip)
+        )
+        self.last_active = self.loop.time()
+        self.runtime.connections.add(self)
+
+    def data_received(self, data: bytes) -> None:
+        self.last_active = self.loop.time()
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            # Protocol upgrades (WebSocket) are relayed as plain requests
+            # for now; the backend answers without switching protocols.
+            pass
+        except httptools.HttpParserError:
+            self._reject()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._closed = True
+        self.runtime.connections.discard(self)
+        if self.current is not None:
+            self.current.abandon()
+            self.current = None
+        while self._queue:
+            self._queue.popleft().abandon()
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+        upstream = self.current.upstream if self.current is not None else None
+        if upstream is not None:
+            upstream.pause_reading()
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        upstream = self.current.upstream if self.current is not None else None
+        if upstream is not None:
+            upstream.resume_reading()
+
+    # -- httptools callbacks ------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        self._url = b""
+        self._headers = []
+
+    def on_url(self, url: bytes) -> None:
+        self._url += url
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        parser = self.parser
+        raw_host = b""
+        chunked = False
+        for name, value in self._headers:
+            if len(name) == 4 and name.lower() == b"host":
+                raw_host = value
+            elif len(name) == 17 and name.lower() == b"transfer-encoding":
+                # llhttp has already refused any Transfer-Encoding whose
+                # final coding is not chunked, and TE with Content-Length.
+                chunked = True
+        exchange = Exchange(
+            self,
+            parser.get_method(),
+            self._url,
+            self._headers,
+            raw_host,
+            normalize_host(raw_host),
+            parser.get_http_version() == "1.0",
+            parser.should_keep_alive() and not self.closing,
+            chunked,
+        )
+        self._parsing = exchange
+        if self.current is None:
+            self.current = exchange
+            exchange.start()
+        else:
+            self._queue.append(exchange)
+            self._pause(_PAUSE_PIPELINE)
+
+    def on_body(self, body: bytes) -> None:
+        self._parsing.request_body(body)  # type: ignore[union-attr]
+
+    def on_message_complete(self) -> None:
+        exchange, self._parsing = self._parsing, None
+        exchange.request_complete()  # type: ignore[union-attr]
+
+    # -- used by exchanges and the runtime ------------------------------------
+
+    def write(self, data: bytes) -> None:
+        if not self._closed:
+            self.transport.write(data)  # type: ignore[union-attr]
+
+    def writelines(self, parts: tuple[bytes, ...]) -> None:
+        if not self._closed:
+            self.transport.writelines(parts)  # type: ignore[union-attr]
+
+    def abort(self) -> None:
+        """Cut the connection: a response already begun cannot be completed."""
+        if not self._closed:
+            self.transport.abort()  # type: ignore[union-attr]
+
+    def close(self) -> None:
+        if not self._closed:
+            self.transport.close()  # type: ignore[union-attr]
+
+    @property
+    def idle(self) -> bool:
+        """True between requests, when closing loses nothing."""
+        return self.current is None and self._parsing is None
+
+    def pause_reading_for(self, exchange: Exchange) -> None:
+        if exchange is self.current:
+            self._pause(_PAUSE_UPSTREAM)
+
+    def resume_reading_for(self, exchange: Exchange) -> None:
+        if exchange is self.current:
+            self._resume(_PAUSE_UPSTREAM)
+
+    def exchange_finished(self, exchange: Exchange) -> None:
+        """The current exchange is complete in both directions: serve the next."""
+        self.current = None
+        self._resume(_PAUSE_UPSTREAM)
+        self.last_active = self.loop.time()
+        if self._bad_request and not self._queue:
+            self._reject()
+            return
+        if not exchange.keep_alive or self.closing:
+            self.close()
+            return
+        if self._queue:
+            following = self._queue.popleft()
+            self.current = following
+            if not self._queue:
+                self._resume(_PAUSE_PIPELINE)
+            following.start()
+
+    # -- internals ------------------------------------------------------------
+
+    def _reject(self) -> None:
+        """Answer an unparsable request with 400 and close the connection.
+
+        Requests before the bad one are answered first, in order.
+        """
+        current = self.current
+        if self._parsing is not None and self._parsing is not current:
+            self._queue.pop()  # the malformed one was queued behind others
+            self._parsing = None
+        if current is not None and self._parsing is None:
+            self._bad_request = True
+            self._pause(_PAUSE_PIPELINE)
+            return
+        self._parsing = None
+        if current is not None:
+            # The request in flight turned out malformed part-way through its body.
+            self.current = None
+            current.abandon()
+            if current.response_started:
+                self.abort()
+                return
+        self.write(error_response(400, keep_alive=False))
+        self.close()
+
+    def _pause(self, reason: int) -> None:
+        if not self._paused and not self._closed:
+            self.transport.pause_reading()  # type: ignore[union-attr]
+        self._paused |= reason
+
+    def _resume(self, reason: int) -> None:
+        if self._paused & reason:
+            self._paused &= ~reason
+            if not self._paused and not self._closed:
+                self.transport.resume_reading()  # type: ignore[union-attr]

@@ -1,0 +1,343 @@
+"""One request and its response, relayed between a client and a backend.
+
+An exchange is created when a request's headers are complete. It routes the
+request, takes a connection from the chosen server's pool (or opens one),
+and relays both bodies with back-pressure. It is done when the request has
+been read to its end and the response written to its end; only then may the
+client connection start the next (pipelined) request, which keeps responses
+in request order (RFC 9112 §9.3.2).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from portside.worker import headers as hdr
+from portside.worker.responses import error_response
+
+if TYPE_CHECKING:
+    from portside.worker.client import ClientConnection
+    from portside.worker.upstream import UpstreamConnection
+
+log = logging.getLogger("portside.worker")
+
+#: Request body bytes held while the backend connection is being opened.
+#: Past this the client is paused, so memory stays bounded.
+_PENDING_LIMIT = 256 * 1024
+_LAST_CHUNK = b"0\r\n\r\n"
+_CRLF = b"\r\n"
+
+
+class Exchange:
+    """A request/response pair in flight. It is also the RequestView the rules read."""
+
+    __slots__ = (
+        "client",
+        "raw_method",
+        "target",
+        "headers",
+        "host",
+        "raw_host",
+        "http10",
+        "keep_alive",
+        "request_chunked",
+        "request_done",
+        "abandoned",
+        "upstream",
+        "_head",
+        "_pending",
+        "_pending_size",
+        "_final_seen",
+        "response_started",
+        "_response_done",
+        "_out_chunked",
+        "_no_body",
+        "_close_delimited",
+        "_discard_body",
+        "_timer",
+        "_path",
+        "_query",
+    )
+
+    def __init__(
+        self,
+        client: ClientConnection,
+        raw_method: bytes,
+        target: bytes,
+        headers: list[tuple[bytes, bytes]],
+        raw_host: bytes,
+        host: str,
+        http10: bool,
+        keep_alive: bool,
+        chunked: bool,
+    ) -> None:
+        self.client = client
+        self.raw_method = raw_method
+        self.target = target
+        self.headers = headers
+        self.raw_host = raw_host
+        self.host = host
+        self.http10 = http10
+        self.keep_alive = keep_alive
+        self.request_chunked = chunked
+        self.request_done = False
+        self.abandoned = False
+        self.upstream: UpstreamConnection | None = None
+        self._head = b""
+        self._pending: list[bytes] = []
+        self._pending_size = 0
+        self._final_seen = False
+        self.response_started = False
+        self._response_done = False
+        self._out_chunked = False
+        self._no_body = False
+        self._close_delimited = False
+        self._discard_body = False
+        self._timer = None
+        self._path: str | None = None
+        self._query = ""
+
+    # -- RequestView, for the rules ----------------------------------------
+
+    @property
+    def path(self) -> str:
+        if self._path is None:
+            path, _, query = self.target.partition(b"?")
+            if not path.startswith(b"/"):
+                # absolute-form (RFC 9112 §3.2.2): scheme://authority/path
+                scheme_end = path.find(b"://")
+                slash = path.find(b"/", scheme_end + 3) if scheme_end >= 0 else -1
+                path = path[slash:] if slash >= 0 else b"/"
+            self._path = path.decode("latin-1")
+            self._query = query.decode("latin-1")
+        return self._path
+
+    @property
+    def query(self) -> str:
+        self.path  # noqa: B018 - fills _query
+        return self._query
+
+    @property
+    def client_ip(self) -> str:
+        return self.client.client_ip
+
+    @property
+    def method(self) -> str:
+        return self.raw_method.decode("latin-1")
+
+    def header_values(self, name: str) -> list[str]:
+        wanted = name.encode("latin-1")
+        return [v.decode("latin-1") for n, v in self.headers if n.lower() == wanted]
+
+    # -- driven by the client connection -----------------------------------
+
+    def start(self) -> None:
+        """Route the request and send it on its way. Called when it is the client's turn."""
+        client = self.client
+        route = client.entry_point.table.lookup(self)
+        if route is None:
+            self._respond_error(404)
+            return
+        server = route.service.balancer.pick()
+        if server is None:
+            self._respond_error(503, f"no available server for service {route.service.name}")
+            return
+        self._head = hdr.request_head(
+            self.raw_method,
+            self.target,
+            self.headers,
+            self.raw_host,
+            client.forwarded_by,
+            self.request_chunked,
+        )
+        conn = server.pool.acquire()
+        if conn is None:
+            server.pool.connect(self)
+        else:
+            self.upstream_connected(conn)
+
+    def request_body(self, data: bytes) -> None:
+        """A piece of the request body from the client."""
+        if self._discard_body:
+            return
+        if self.request_chunked:
+            parts = (b"%x\r\n" % len(data), data, _CRLF)
+        else:
+            parts = (data,)
+        if self.upstream is not None:
+            self.upstream.writelines(parts)
+        else:
+            self._pending.extend(parts)
+            self._pending_size += len(data)
+            if self._pending_size > _PENDING_LIMIT:
+                self.client.pause_reading_for(self)
+
+    def request_complete(self) -> None:
+        """The client has sent the whole request."""
+        self.request_done = True
+        if self.request_chunked and not self._discard_body:
+            if self.upstream is not None:
+                self.upstream.write(_LAST_CHUNK)
+            else:
+                self._pending.append(_LAST_CHUNK)
+        if self._response_done:
+            self.client.exchange_finished(self)
+
+    def abandon(self) -> None:
+        """The client went away: stop everything and free the backend connection."""
+        self.abandoned = True
+        self._cancel_timer()
+        upstream, self.upstream = self.upstream, None
+        if upstream is not None:
+            upstream.detach()
+
+    # -- driven by the upstream connection ----------------------------------
+
+    def upstream_connected(self, conn: UpstreamConnection) -> None:
+        """A backend connection is ready: send the request head and any held body."""
+        self.upstream = conn
+        conn.attach(self)
+        if self._pending:
+            conn.writelines((self._head, *self._pending))
+            self._pending = []
+            self._pending_size = 0
+            self.client.resume_reading_for(self)
+        else:
+            conn.write(self._head)
+        if self.client.write_paused:
+            conn.pause_reading()
+        timeout = self.client.runtime.response_header_timeout
+        if timeout is not None:
+            self._timer = self.client.loop.call_later(timeout, self._response_header_timeout)
+
+    def upstream_write_paused(self) -> None:
+        self.client.pause_reading_for(self)
+
+    def upstream_write_resumed(self) -> None:
+        self.client.resume_reading_for(self)
+
+    def awaiting_final_response(self) -> bool:
+        """True until the final (non-1xx) response head has arrived."""
+        return not self._final_seen
+
+    def interim_response(self, status: int, reason: bytes, headers: list) -> None:
+        """Relay a 1xx response (e.g. 100 Continue); HTTP/1.0 clients do not get one."""
+        if not self.http10 and not self.abandoned:
+            head = hdr.response_head(
+                status, reason, headers, keep_content_length=False, chunked=False, connection=b""
+            )
+            self.client.write(head)
+
+    def response_headers(self, status: int, reason: bytes, headers: list) -> None:
+        """The final response head: decide its framing towards the client and send it."""
+        self._final_seen = True
+        self._cancel_timer()
+        content_length = None
+        chunked = False
+        for name, value in headers:
+            lname = name.lower()
+            if lname == b"content-length":
+                content_length = value
+            elif lname == b"transfer-encoding":
+                chunked = True
+        # RFC 9110 §6.4.1: HEAD, 1xx, 204 and 304 responses never carry a body.
+        self._no_body = self.raw_method == b"HEAD" or status in (204, 304)
+        keep_content_length = content_length is not None and not chunked
+        self._close_delimited = not self._no_body and not chunked and content_length is None
+        if not self._no_body and not keep_content_length:
+            if self.http10:
+                # An HTTP/1.0 client cannot read chunked framing; the end of
+                # the body is signalled by closing the connection.
+                self.keep_alive = False
+            else:
+                self._out_chunked = True
+        if not self.keep_alive:
+            connection = b"Connection: close\r\n"
+        elif self.http10:
+            connection = b"Connection: keep-alive\r\n"
+        else:
+            connection = b""
+        self.response_started = True
+        self.client.write(
+            hdr.response_head(
+                status,
+                reason,
+                headers,
+                keep_content_length=keep_content_length,
+                chunked=self._out_chunked,
+                connection=connection,
+            )
+        )
+
+    def response_body(self, data: bytes) -> None:
+        if self._no_body:
+            return
+        if self._out_chunked:
+            self.client.writelines((b"%x\r\n" % len(data), data, _CRLF))
+        else:
+            self.client.write(data)
+
+    def response_complete(self) -> None:
+        """The backend finished the response (its connection is already released)."""
+        self.upstream = None
+        if self._out_chunked:
+            self.client.write(_LAST_CHUNK)
+        self._finish_response()
+
+    def upstream_closed(self) -> None:
+        """The backend connection closed while this exchange used it."""
+        self.upstream = None
+        if self.abandoned:
+            return
+        if self._final_seen and self._close_delimited:
+            # RFC 9112 §6.3: without Content-Length or chunked framing the
+            # response body ends when the server closes the connection.
+            self.response_complete()
+            return
+        self.upstream_failed(502, "backend closed the connection")
+
+    def upstream_failed(self, status: int, reason: str) -> None:
+        """The backend could not give a complete response."""
+        self._cancel_timer()
+        upstream, self.upstream = self.upstream, None
+        if upstream is not None:
+            upstream.detach()
+        if self.abandoned:
+            return
+        log.warning("%s %s: %s", self.method, self.target.decode("latin-1"), reason)
+        if self.response_started:
+            # Part of the response is already with the client; the only
+            # honest signal left is to cut the connection.
+            self.client.abort()
+            return
+        self._respond_error(status)
+
+    # -- internals ------------------------------------------------------------
+
+    def _respond_error(self, status: int, detail: str | None = None) -> None:
+        self.response_started = True
+        self.client.write(
+            error_response(status, keep_alive=self.keep_alive, http10=self.http10, detail=detail)
+        )
+        self._finish_response()
+
+    def _finish_response(self) -> None:
+        self._response_done = True
+        if self.request_done:
+            self.client.exchange_finished(self)
+        else:
+            # The rest of the request body is read and dropped, so the
+            # connection stays in step for the next request.
+            self._discard_body = True
+            self._pending = []
+            self.client.resume_reading_for(self)
+
+    def _response_header_timeout(self) -> None:
+        self._timer = None
+        self.upstream_failed(504, "backend response header timeout")
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None

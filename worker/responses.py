@@ -1,0 +1,53 @@
+"""Responses the proxy writes itself: errors with a short plain-text body.
+
+The common ones are built once, so answering a 404 flood costs one dict
+lookup and one write.
+"""
+
+from __future__ import annotations
+
+from http import HTTPStatus
+
+_BODIES = {
+    400: "400 Bad Request\n",
+    404: "404 page not found\n",
+    408: "408 Request Timeout\n",
+    413: "413 Request Entity Too Large\n",
+    414: "414 URI Too Long\n",
+    431: "431 Request Header Fields Too Large\n",
+    501: "501 Not Implemented\n",
+    502: "502 Bad Gateway\n",
+    503: "503 Service Unavailable\n",
+    504: "504 Gateway Timeout\n",
+}
+
+
+def _build(status: int, body: str, keep_alive: bool, http10: bool) -> bytes:
+    payload = body.encode()
+    if keep_alive:
+        connection = b"Connection: keep-alive\r\n" if http10 else b""
+    else:
+        connection = b"Connection: close\r\n"
+    return (
+        b"HTTP/1.1 %d %s\r\n"
+        b"Content-Type: text/plain; charset=utf-8\r\n"
+        b"Content-Length: %d\r\n"
+        b"%s\r\n%s"
+    ) % (status, HTTPStatus(status).phrase.encode(), len(payload), connection, payload)
+
+
+_CACHE = {
+    (status, keep_alive, http10): _build(status, body, keep_alive, http10)
+    for status, body in _BODIES.items()
+    for keep_alive in (True, False)
+    for http10 in (True, False)
+}
+
+
+def error_response(
+    status: int, *, keep_alive: bool, http10: bool = False, detail: str | None = None
+) -> bytes:
+    """A complete error response; `detail` replaces the default body text."""
+    if detail is None:
+        return _CACHE[status, keep_alive, http10]
+    return _build(status, f"{status} {HTTPStatus(status).phrase}: {detail}\n", keep_alive, http10)

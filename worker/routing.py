@@ -1,0 +1,53 @@
+"""Route tables: which router serves a request on one entry point.
+
+Routers are tried in priority order (highest first; Traefik's default
+priority is the rule's length, so longer, more specific rules win). To keep
+the common case O(1), routers whose rule pins the host to a fixed set are
+indexed by host name: a request only walks the routers for its own host,
+merged with the routers that can match any host.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from portside.worker.rules import RequestView, parse_rule
+
+
+class Route:
+    """One router, compiled: its predicate and the service it sends to."""
+
+    __slots__ = ("name", "priority", "hosts", "match", "service")
+
+    def __init__(self, name: str, rule: str, priority: int, service: Any) -> None:
+        compiled = parse_rule(rule)
+        self.name = name
+        self.priority = priority
+        self.hosts = compiled.hosts
+        #: None when the host lookup alone decides (a rule made only of Host matchers).
+        self.match: Callable[[RequestView], bool] | None = compiled.match
+        self.service = service
+
+
+class RouteTable:
+    """The routers of one entry point, indexed for lookup."""
+
+    __slots__ = ("_by_host", "_any_host")
+
+    def __init__(self, routes: Iterable[Route]) -> None:
+        # Ties on priority are broken by name so that every worker, and every
+        # reload, orders the same routers the same way.
+        ordered = sorted(routes, key=lambda r: (-r.priority, r.name))
+        self._any_host = tuple(r for r in ordered if r.hosts is None)
+        hosts = {h for r in ordered if r.hosts is not None for h in r.hosts}
+        self._by_host = {
+            host: tuple(r for r in ordered if r.hosts is None or host in r.hosts) for host in hosts
+        }
+
+    def lookup(self, request: RequestView) -> Route | None:
+        """The highest-priority route matching the request, or None."""
+        for route in self._by_host.get(request.host, self._any_host):
+            if route.match is None or route.match(request):
+                return route
+        return None

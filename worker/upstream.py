@@ -1,0 +1,246 @@
+"""Connections to backends, and the keep-alive pool of one backend address.
+
+Each connection is an asyncio.Protocol driving an httptools response parser;
+it relays what it parses to the exchange (one request/response) it is
+currently attached to. Between requests a connection rests in its pool.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING
+
+import httptools
+
+if TYPE_CHECKING:
+    from portside.worker.exchange import Exchange
+
+log = logging.getLogger("portside.worker")
+
+
+class UpstreamConnection(asyncio.Protocol):
+    """One keep-alive connection to a backend."""
+
+    __slots__ = (
+        "pool",
+        "transport",
+        "parser",
+        "exchange",
+        "idle_since",
+        "_status_reason",
+        "_headers",
+        "_complete",
+        "_reusable",
+        "_closed",
+    )
+
+    def __init__(self, pool: UpstreamPool) -> None:
+        self.pool = pool
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpResponseParser(self)
+        self.exchange: Exchange | None = None
+        self.idle_since = 0.0
+        self._status_reason = b""
+        self._headers: list[tuple[bytes, bytes]] = []
+        self._complete = False
+        self._reusable = True
+        self._closed = False
+
+    # -- asyncio.Protocol ---------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        if self.exchange is None:
+            # A pooled connection that became readable while idle: the
+            # backend closed it or sent garbage. Never reuse it (the race
+            # httpcore guards against the same way).
+            self.close()
+            return
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError as exc:
+            self._reusable = False
+            exchange, self.exchange = self.exchange, None
+            self.close()
+            if exchange is not None:
+                exchange.upstream_failed(502, f"invalid response: {exc}")
+            return
+        if self._complete:
+            self._finish()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._closed = True
+        self.pool.forget(self)
+        exchange, self.exchange = self.exchange, None
+        if exchange is not None:
+            exchange.upstream_closed()
+
+    def pause_writing(self) -> None:
+        if self.exchange is not None:
+            self.exchange.upstream_write_paused()
+
+    def resume_writing(self) -> None:
+        if self.exchange is not None:
+            self.exchange.upstream_write_resumed()
+
+    # -- httptools callbacks ------------------------------------------------
+
+    def on_status(self, reason: bytes) -> None:
+        self._status_reason += reason
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        status = self.parser.get_status_code()
+        headers, self._headers = self._headers, []
+        reason, self._status_reason = self._status_reason, b""
+        exchange = self.exchange
+        if exchange is None:
+            return
+        if 100 <= status < 200 and status != 101:
+            # An interim response; llhttp completes it as a message of its own
+            # and goes on parsing the final response on the same connection.
+            exchange.interim_response(status, reason, headers)
+            return
+        exchange.response_headers(status, reason, headers)
+        if exchange.raw_method == b"HEAD" and status not in (204, 304):
+            # llhttp cannot be told that this response answers a HEAD
+            # (MagicStack/httptools#47) and would wait for Content-Length
+            # bytes that never come. End the message here; a fresh parser
+            # reads the next response.
+            self.parser = httptools.HttpResponseParser(self)
+            self._complete = True
+
+    def on_body(self, body: bytes) -> None:
+        if self._complete or self.exchange is None:
+            self._reusable = False  # bytes after a complete response: a broken backend
+            return
+        self.exchange.response_body(body)
+
+    def on_message_complete(self) -> None:
+        if self.exchange is None or self.exchange.awaiting_final_response():
+            return
+        self._complete = True
+        if not self.parser.should_keep_alive():
+            self._reusable = False
+
+    # -- used by the exchange and the pool ----------------------------------
+
+    def attach(self, exchange: Exchange) -> None:
+        """Start serving an exchange; its request bytes follow with write()."""
+        self.exchange = exchange
+
+    def write(self, data: bytes) -> None:
+        self.transport.write(data)  # type: ignore[union-attr]
+
+    def writelines(self, parts: tuple[bytes, ...]) -> None:
+        self.transport.writelines(parts)  # type: ignore[union-attr]
+
+    def pause_reading(self) -> None:
+        if not self._closed:
+            self.transport.pause_reading()  # type: ignore[union-attr]
+
+    def resume_reading(self) -> None:
+        if not self._closed:
+            self.transport.resume_reading()  # type: ignore[union-attr]
+
+    def detach(self) -> None:
+        """The exchange no longer wants this connection in mid-flight: drop it."""
+        self.exchange = None
+        self.close()
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self.pool.forget(self)
+            if self.transport is not None:
+                self.transport.close()
+
+    def _finish(self) -> None:
+        self._complete = False
+        exchange, self.exchange = self.exchange, None
+        if exchange is None:
+            return
+        if self._reusable and exchange.request_done:
+            self.pool.release(self)
+        else:
+            # A response that came before the request body was fully sent
+            # leaves the backend in an unknown state: do not reuse.
+            self.close()
+        exchange.response_complete()
+
+
+class UpstreamPool:
+    """Idle keep-alive connections to one backend address, most recent first."""
+
+    __slots__ = ("host", "port", "_idle", "_loop", "_dial_timeout", "_max_idle")
+
+    def __init__(self, host: str, port: int, dial_timeout: float, max_idle: int) -> None:
+        self.host = host
+        self.port = port
+        self._idle: list[UpstreamConnection] = []
+        self._loop = asyncio.get_running_loop()
+        self._dial_timeout = dial_timeout
+        self._max_idle = max_idle
+
+    def acquire(self) -> UpstreamConnection | None:
+        """An idle connection, or None if a new one must be made."""
+        idle = self._idle
+        while idle:
+            conn = idle.pop()
+            if not conn._closed:
+                return conn
+        return None
+
+    def release(self, conn: UpstreamConnection) -> None:
+        """Put a connection whose response completed back for reuse."""
+        if len(self._idle) >= self._max_idle:
+            conn.close()
+            return
+        conn.idle_since = self._loop.time()
+        self._idle.append(conn)
+
+    def forget(self, conn: UpstreamConnection) -> None:
+        """Remove a connection that closed while it rested here."""
+        try:
+            self._idle.remove(conn)
+        except ValueError:
+            pass
+
+    def connect(self, exchange: Exchange) -> None:
+        """Open a new connection for an exchange; it is told the outcome."""
+        self._loop.create_task(self._connect(exchange))
+
+    async def _connect(self, exchange: Exchange) -> None:
+        try:
+            _, conn = await asyncio.wait_for(
+                self._loop.create_connection(
+                    lambda: UpstreamConnection(self), self.host, self.port
+                ),
+                self._dial_timeout,
+            )
+        except TimeoutError:
+            exchange.upstream_failed(504, f"timed out connecting to {self.host}:{self.port}")
+            return
+        except OSError as exc:
+            exchange.upstream_failed(502, f"cannot connect to {self.host}:{self.port}: {exc}")
+            return
+        if exchange.abandoned:
+            self.release(conn)
+        else:
+            exchange.upstream_connected(conn)
+
+    def sweep(self, now: float, idle_timeout: float) -> None:
+        """Close connections idle for longer than idle_timeout (oldest first in the list)."""
+        idle = self._idle
+        while idle and now - idle[0].idle_since > idle_timeout:
+            idle.pop(0).close()
+
+    def close(self) -> None:
+        for conn in list(self._idle):
+            conn.close()
+        self._idle.clear()
