@@ -23,6 +23,7 @@ from portside.master.channel import Channel, ChannelError
 from portside.master.dynamic_config import DynamicConfig, parse_dynamic
 from portside.master.errors import ConfigError
 from portside.master.logs import setup_logging
+from portside.master.proctitle import set_process_name
 from portside.master.shared_counters import SharedCounters, SlotAllocator
 from portside.master.snapshot import SnapshotBuilder
 from portside.master.sockets import ListenerSet, log_migrate_req
@@ -227,6 +228,7 @@ class Arbiter:
         """In the forked child: drop the master's resources and run the child's main."""
         code = 1
         try:
+            set_process_name("portside-disc" if slot < 0 else f"portside-w{slot}")
             signal.set_wakeup_fd(-1)
             self.selector.close()
             os.close(self._wakeup_r)

@@ -1,0 +1,276 @@
+"""The static configuration (`portside --config FILE`), using Traefik's key names.
+
+Example::
+
+    [entryPoints.web]
+    address = ":8000"
+    [entryPoints.web.forwardedHeaders]
+    trustedIPs = ["10.0.0.0/8"]
+    [entryPoints.web.transport.respondingTimeouts]
+    idleTimeout = "180s"
+
+    [serversTransport]
+    maxIdleConnsPerHost = 200
+    [serversTransport.forwardingTimeouts]
+    dialTimeout = "5s"
+
+    [providers.file]
+    directory = "dynamic/"
+
+    [log]
+    level = "INFO"
+
+    [workers]
+    count = 4
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from portside.master.errors import Problems
+from portside.master.schema import Table, is_host, read_toml
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARN", "ERROR")
+_PORT = re.compile(r"[0-9]{1,5}")
+
+
+@dataclass(frozen=True, slots=True)
+class EntryPoint:
+    """A listening address and its client-side settings."""
+
+    name: str
+    host: str  # "0.0.0.0" for all interfaces; IPv6 without brackets
+    port: int  # 1..65535
+    trusted_ips: tuple[str, ...]  # networks whose X-Forwarded-* headers are trusted
+    idle_timeout: float  # seconds a keep-alive client connection may sit idle
+
+
+@dataclass(frozen=True, slots=True)
+class ServersTransport:
+    """How the proxy talks to upstream servers (Traefik's top-level serversTransport)."""
+
+    dial_timeout: float = 5.0
+    response_header_timeout: float | None = None  # None: wait forever
+    idle_conn_timeout: float = 90.0
+    max_idle_conns_per_host: int = 200
+
+
+@dataclass(frozen=True, slots=True)
+class FileProvider:
+    """Where the dynamic configuration lives; exactly one of filename/directory is set."""
+
+    filename: str | None  # absolute
+    directory: str | None  # absolute
+    watch: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class StaticConfig:
+    """Everything fixed for the lifetime of the process."""
+
+    source: str  # the config file path as given
+    entry_points: dict[str, EntryPoint]
+    worker_count: int
+    servers_transport: ServersTransport
+    file_provider: FileProvider | None
+    log_level: str  # one of LOG_LEVELS
+
+
+def load_static(path: str) -> StaticConfig:
+    """Read and validate the static config file; ConfigError lists every problem."""
+    return parse_static(read_toml(path), path)
+
+
+def parse_static(data: dict[str, Any], source: str) -> StaticConfig:
+    """Validate already-parsed TOML; ConfigError lists every problem, each naming `source`."""
+    problems = Problems(source)
+    root = Table(data, "", problems)
+    root.check_keys(("entryPoints", "serversTransport", "providers", "log", "workers"))
+    if data.get("entryPoints", {}) == {}:
+        problems.add("entryPoints", "at least one entry point is required")
+    entry_points = _entry_points(root.table("entryPoints"))
+    servers_transport = _servers_transport(root.table("serversTransport"))
+    file_provider = _providers(root.table("providers"))
+    log_level = _log_level(root.table("log"))
+    workers = root.table("workers")
+    workers.check_keys(("count",))
+    worker_count = workers.integer("count", os.cpu_count() or 1, minimum=1)
+    problems.raise_if_any()
+    assert worker_count is not None  # any invalid value was reported and raised above
+    return StaticConfig(
+        source=source,
+        entry_points=entry_points,
+        worker_count=worker_count,
+        servers_transport=servers_transport,
+        file_provider=file_provider,
+        log_level=log_level,
+    )
+
+
+def parse_address(text: str) -> tuple[str, int]:
+    """Split a Traefik entry point address ("HOST:PORT", ":PORT", "[V6]:PORT") into host, port.
+
+    An empty host means all interfaces ("0.0.0.0"). Raises ValueError with the reason.
+    """
+    address = text.removesuffix("/tcp")
+    if "/" in address:
+        raise ValueError(f"only TCP entry points are supported, got {text!r}")
+    host, sep, port_text = address.rpartition(":")
+    if not sep or not _PORT.fullmatch(port_text):
+        raise ValueError(f"expected HOST:PORT, got {text!r}")
+    port = int(port_text)
+    if not 1 <= port <= 65535:
+        raise ValueError(f"port must be between 1 and 65535, got {port}")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+        if ":" not in host:
+            raise ValueError(f"brackets are only for IPv6 addresses, got {text!r}")
+    elif ":" in host or "[" in host or "]" in host:
+        raise ValueError(f"write IPv6 addresses in brackets, e.g. '[::1]:{port}', got {text!r}")
+    if not host:
+        return "0.0.0.0", port
+    if not is_host(host):
+        raise ValueError(f"invalid host {host!r} in {text!r}")
+    try:
+        # Canonical form, so "::0001" and "::1" are recognised as the same address.
+        return str(ipaddress.ip_address(host)), port
+    except ValueError:
+        return host, port
+
+
+def _entry_points(table: Table) -> dict[str, EntryPoint]:
+    result: dict[str, EntryPoint] = {}
+    bound: dict[tuple[str, int], str] = {}  # every valid address so far -> its entry point
+    for name, ep in table.tables():
+        entry_point = _entry_point(name, ep)
+        if entry_point is not None:
+            result[name] = entry_point
+        # Checked even when the entry point has other problems: they are independent.
+        address = _valid_address(ep.data.get("address"))
+        if address is None:
+            continue
+        clash = next((other for other in bound if _overlaps(other, address)), None)
+        if clash is not None:
+            ep.problem(
+                "address",
+                f"{address[0]}:{address[1]} conflicts with "
+                f"{table.child(bound[clash])} ({clash[0]}:{clash[1]})",
+            )
+        bound.setdefault(address, name)
+    return result
+
+
+def _valid_address(value: object) -> tuple[str, int] | None:
+    try:
+        return parse_address(value) if isinstance(value, str) else None
+    except ValueError:
+        return None
+
+
+def _entry_point(name: str, ep: Table) -> EntryPoint | None:
+    before = len(ep.problems)
+    ep.check_keys(("address", "forwardedHeaders", "transport"))
+    host, port = "", 0
+    address = ep.string("address", required=True)
+    if address is not None:
+        try:
+            host, port = parse_address(address)
+        except ValueError as exc:
+            ep.problem("address", str(exc))
+
+    forwarded = ep.table("forwardedHeaders")
+    forwarded.check_keys(("trustedIPs",))
+    trusted: list[str] = []
+    for key, text in forwarded.strings("trustedIPs") or ():
+        try:
+            trusted.append(str(ipaddress.ip_network(text.strip(), strict=False)))
+        except ValueError:
+            ep.problems.add(key, f"expected an IP address or CIDR network, got {text!r}")
+
+    transport = ep.table("transport")
+    transport.check_keys(("respondingTimeouts",))
+    responding = transport.table("respondingTimeouts")
+    responding.check_keys(("idleTimeout",))
+    idle_timeout = responding.duration("idleTimeout", 180.0)
+
+    if len(ep.problems) > before:
+        return None
+    return EntryPoint(name, host, port, tuple(trusted), idle_timeout)
+
+
+def _overlaps(a: tuple[str, int], b: tuple[str, int]) -> bool:
+    # A wildcard bind covers every address of its family: binding 0.0.0.0:80
+    # and 127.0.0.1:80 together fails (or, with SO_REUSEPORT, splits traffic).
+    (host_a, port_a), (host_b, port_b) = a, b
+    if port_a != port_b:
+        return False
+    return host_a == host_b or _is_wildcard_for(host_a, host_b) or _is_wildcard_for(host_b, host_a)
+
+
+def _is_wildcard_for(wildcard: str, host: str) -> bool:
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False  # a host name may resolve anywhere; only the bind can tell
+    return wildcard == ("0.0.0.0" if address.version == 4 else "::")
+
+
+def _servers_transport(table: Table) -> ServersTransport:
+    table.check_keys(("maxIdleConnsPerHost", "forwardingTimeouts"))
+    defaults = ServersTransport()
+    max_idle = table.integer("maxIdleConnsPerHost", defaults.max_idle_conns_per_host)
+    timeouts = table.table("forwardingTimeouts")
+    timeouts.check_keys(("dialTimeout", "responseHeaderTimeout", "idleConnTimeout"))
+    dial = timeouts.duration("dialTimeout", defaults.dial_timeout)
+    idle_conn = timeouts.duration("idleConnTimeout", defaults.idle_conn_timeout)
+    # Unlike Go, asyncio has no "0 = no limit" convention for these two; a zero
+    # would make every dial fail or every pooled connection die at once.
+    for name, value in (("dialTimeout", dial), ("idleConnTimeout", idle_conn)):
+        if value == 0:
+            timeouts.problem(name, "must be greater than 0")
+    header = timeouts.duration("responseHeaderTimeout", 0.0)
+    return ServersTransport(
+        dial_timeout=dial,
+        response_header_timeout=header or None,
+        idle_conn_timeout=idle_conn,
+        max_idle_conns_per_host=defaults.max_idle_conns_per_host if max_idle is None else max_idle,
+    )
+
+
+def _providers(table: Table) -> FileProvider | None:
+    table.check_keys(("file",))
+    file = table.table("file")
+    if not isinstance(table.data.get("file"), dict):
+        return None  # absent, or reported as not a table
+    file.check_keys(("filename", "directory", "watch"))
+    filename = file.string("filename")
+    directory = file.string("directory")
+    watch = file.boolean("watch", True)
+    if "filename" in file and "directory" in file:
+        file.problem(None, "set either filename or directory, not both")
+    elif "filename" not in file and "directory" not in file:
+        file.problem(None, "one of filename or directory is required")
+    # Relative paths resolve against the working directory, as in Traefik.
+    return FileProvider(
+        filename=os.path.abspath(filename) if filename else None,
+        directory=os.path.abspath(directory) if directory else None,
+        watch=watch,
+    )
+
+
+def _log_level(table: Table) -> str:
+    table.check_keys(("level",))
+    level = table.string("level")
+    if level is None:
+        return "INFO"
+    normalized = level.strip().upper()
+    if normalized == "WARNING":
+        normalized = "WARN"
+    if normalized not in LOG_LEVELS:
+        table.problem("level", f"expected one of {', '.join(LOG_LEVELS)}, got {level!r}")
+    return normalized

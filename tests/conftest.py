@@ -1,0 +1,285 @@
+"""Fixtures that start real processes: whoami backends and portside itself.
+
+Everything talks over real loopback sockets. Waiting is always on a
+condition with a deadline (`wait_until`), never a bare sleep.
+"""
+
+from __future__ import annotations
+
+import http.client
+import io
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+
+PORTSIDE = [sys.executable, "-m", "portside.master.cli"]
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until(condition: Callable[[], Any], timeout: float = 10.0, interval: float = 0.02) -> Any:
+    """Poll `condition` until it returns a truthy value; fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    last_error: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            result = condition()
+        except (OSError, http.client.HTTPException) as exc:
+            last_error = exc
+        else:
+            if result:
+                return result
+        time.sleep(interval)
+    raise AssertionError(f"condition not met within {timeout}s (last error: {last_error!r})")
+
+
+@dataclass
+class Response:
+    status: int
+    headers: http.client.HTTPMessage
+    body: bytes
+
+    @property
+    def text(self) -> str:
+        return self.body.decode()
+
+    def field(self, name: str) -> str | None:
+        """A 'Name: value' line from a whoami body."""
+        prefix = name.lower() + ":"
+        for line in self.text.splitlines():
+            if line.lower().startswith(prefix):
+                return line.split(":", 1)[1].strip()
+        return None
+
+
+def request(
+    port: int,
+    host: str,
+    path: str = "/",
+    method: str = "GET",
+    headers: dict[str, str] | None = None,
+    body: bytes | None = None,
+    timeout: float = 10.0,
+) -> Response:
+    """One request on a fresh connection."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        conn.request(method, path, body=body, headers={"Host": host, **(headers or {})})
+        resp = conn.getresponse()
+        return Response(resp.status, resp.headers, resp.read())
+    finally:
+        conn.close()
+
+
+class Whoami:
+    """A `portside whoami` backend in a subprocess."""
+
+    def __init__(self, name: str, port: int | None = None) -> None:
+        self.name = name
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc = subprocess.Popen(
+            [*PORTSIDE, "whoami", "--listen", f"127.0.0.1:{self.port}", "--name", name],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        line = self.proc.stdout.readline()  # printed once listening
+        assert "listening" in line, f"whoami {name} did not start: {line!r}"
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+
+
+@dataclass
+class Portside:
+    """A running `portside --config` with its config files in a temp dir."""
+
+    tmp: Path
+    workers: int = 1
+    extra_static: str = ""
+    port: int = field(default_factory=free_port)
+    proc: subprocess.Popen | None = None
+
+    @property
+    def static_path(self) -> Path:
+        return self.tmp / "static.toml"
+
+    @property
+    def dynamic_path(self) -> Path:
+        return self.tmp / "dynamic.toml"
+
+    def write_dynamic(self, text: str) -> None:
+        """Replace the dynamic file atomically, as an editor or config tool would."""
+        staging = self.tmp / "dynamic.toml.new"
+        staging.write_text(textwrap.dedent(text))
+        os.replace(staging, self.dynamic_path)
+
+    def start(self, dynamic: str) -> Portside:
+        self.write_dynamic(dynamic)
+        self.static_path.write_text(
+            textwrap.dedent(
+                f"""
+                [entryPoints.web]
+                address = "127.0.0.1:{self.port}"
+
+                [workers]
+                count = {self.workers}
+
+                [providers.file]
+                filename = "{self.dynamic_path}"
+                watch = true
+                """
+            )
+            + textwrap.dedent(self.extra_static)
+        )
+        self.log = open(self.tmp / "portside.log", "w")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(
+            [*PORTSIDE, "--config", str(self.static_path)],
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
+        wait_until(lambda: len(self.worker_pids()) == self.workers)
+        return self
+
+    def logs(self) -> str:
+        return (self.tmp / "portside.log").read_text()
+
+    def worker_pids(self) -> list[int]:
+        """Pids of the workers that have settled on their one listening socket.
+
+        Right after fork a child still holds every inherited socket; it
+        counts only once it has closed all but its own.
+        """
+        pids = []
+        for child in psutil.Process(self.proc.pid).children():
+            try:
+                if not child.name().startswith("portside-w"):
+                    continue
+                listening = [
+                    c
+                    for c in child.net_connections("tcp")
+                    if c.status == psutil.CONN_LISTEN and c.laddr.port == self.port
+                ]
+            except psutil.NoSuchProcess:
+                continue
+            if len(listening) == 1:
+                pids.append(child.pid)
+        return sorted(pids)
+
+    def get(self, host: str, path: str = "/", **kwargs: Any) -> Response:
+        return request(self.port, host, path, **kwargs)
+
+    def stop(self, sig: int = signal.SIGTERM) -> int:
+        if self.proc is None:
+            return 0
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        try:
+            return self.proc.wait(20)
+        finally:
+            self.log.close()
+
+
+@pytest.fixture
+def whoami() -> Iterator[Callable[[str], Whoami]]:
+    """Factory for whoami backends, all stopped at teardown."""
+    started: list[Whoami] = []
+
+    def start(name: str) -> Whoami:
+        backend = Whoami(name)
+        started.append(backend)
+        return backend
+
+    yield start
+    for backend in started:
+        backend.stop()
+
+
+@pytest.fixture
+def portside(tmp_path: Path) -> Iterator[Callable[..., Portside]]:
+    """Factory for a running portside; stopped (and its children checked gone) at teardown."""
+    started: list[Portside] = []
+
+    def start(dynamic: str, workers: int = 1, extra_static: str = "") -> Portside:
+        proxy = Portside(tmp_path, workers=workers, extra_static=extra_static)
+        started.append(proxy)
+        return proxy.start(dynamic)
+
+    yield start
+    for proxy in started:
+        children = psutil.Process(proxy.proc.pid).children() if proxy.proc.poll() is None else []
+        proxy.stop()
+        gone, alive = psutil.wait_procs(children, timeout=10)
+        for p in alive:
+            p.kill()
+        assert not alive, f"portside left children running: {alive}"
+
+
+def lb_config(
+    *backends: Whoami, host: str = "whoami.localhost", weights: list[int] | None = None
+) -> str:
+    """A dynamic config routing `host` to the given backends."""
+    servers = ", ".join(
+        f'{{ url = "{b.url}", weight = {w} }}'
+        for b, w in zip(backends, weights or [1] * len(backends), strict=True)
+    )
+    return f"""
+    [http.routers.whoami]
+    rule = "Host(`{host}`)"
+    service = "whoami"
+
+    [http.services.whoami.loadBalancer]
+    servers = [ {servers} ]
+    """
+
+
+def read_response(f: Any, head_request: bool = False) -> Response:
+    """Read one HTTP/1.x response from a buffered socket file; handles pipelined reads."""
+    status_line = f.readline()
+    if not status_line:
+        raise ConnectionError("connection closed before a response")
+    status = int(status_line.split()[1])
+    raw_headers = []
+    while True:
+        line = f.readline()
+        if line in (b"\r\n", b"\n", b""):
+            break
+        raw_headers.append(line)
+    headers = http.client.parse_headers(io.BytesIO(b"".join(raw_headers) + b"\r\n"))
+    if head_request or status in (204, 304) or 100 <= status < 200:
+        body = b""
+    elif headers.get("Transfer-Encoding", "").lower() == "chunked":
+        parts = []
+        while True:
+            size = int(f.readline().split(b";")[0], 16)
+            if size == 0:
+                while f.readline() not in (b"\r\n", b""):
+                    pass
+                break
+            parts.append(f.read(size))
+            f.readline()
+        body = b"".join(parts)
+    elif headers.get("Content-Length") is not None:
+        body = f.read(int(headers["Content-Length"]))
+    else:
+        body = f.read()
+    return Response(status, headers, body)
