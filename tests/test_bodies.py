@@ -1,0 +1,138 @@
+"""Large bodies stream through one worker with bounded memory, both ways.
+
+1 GiB goes through the proxy in each direction while a sampler records the
+worker's RSS; back-pressure must keep its growth under 20 MB.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+
+import psutil
+import pytest
+from conftest import lb_config, wait_until
+
+GIB = 1 << 30
+RSS_BUDGET = 20 * 1024 * 1024
+_CHUNK = bytes(range(256)) * 256  # 64 KiB
+
+
+class RssSampler:
+    """Records the peak RSS of one process every 20 ms until stopped."""
+
+    def __init__(self, pid: int) -> None:
+        self.process = psutil.Process(pid)
+        self.baseline = self.process.memory_info().rss
+        self.peak = self.baseline
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.02):
+            self.peak = max(self.peak, self.process.memory_info().rss)
+
+    def stop(self) -> int:
+        self._stop.set()
+        self._thread.join(5)
+        return self.peak - self.baseline
+
+
+@pytest.fixture
+def one_worker(portside, whoami):
+    proxy = portside(lb_config(whoami("big")), workers=1)
+    # warm the worker up so the baseline includes its steady-state allocations
+    for _ in range(20):
+        assert proxy.get("whoami.localhost").status == 200
+    (pid,) = proxy.worker_pids()
+    return proxy, pid
+
+
+def _read_exactly(f, n: int) -> int:
+    got = 0
+    while got < n:
+        block = f.read(min(1 << 20, n - got))
+        if not block:
+            break
+        got += len(block)
+    return got
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
+def test_1gib_response(one_worker, chunked):
+    proxy, pid = one_worker
+    sampler = RssSampler(pid)
+    started = time.monotonic()
+    with socket.create_connection(("127.0.0.1", proxy.port), timeout=30) as sock:
+        query = f"size={GIB}" + ("&chunked=1" if chunked else "")
+        sock.sendall(f"GET /data?{query} HTTP/1.1\r\nHost: whoami.localhost\r\n\r\n".encode())
+        f = sock.makefile("rb")
+        head = b""
+        while not head.endswith(b"\r\n\r\n"):
+            head += f.readline()
+        if chunked:
+            assert b"transfer-encoding: chunked" in head.lower()
+            got = 0
+            while True:
+                size = int(f.readline(), 16)
+                if size == 0:
+                    break
+                got += _read_exactly(f, size)
+                f.readline()
+        else:
+            assert b"content-length: %d" % GIB in head.lower()
+            got = _read_exactly(f, GIB)
+    growth = sampler.stop()
+    print(f"1 GiB response in {time.monotonic() - started:.1f}s, RSS +{growth / 1e6:.1f} MB")
+    assert got == GIB
+    assert growth < RSS_BUDGET
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
+def test_1gib_upload(one_worker, chunked):
+    """A 1 GiB PUT echoed back by the backend: both directions stream at once."""
+    proxy, pid = one_worker
+    sampler = RssSampler(pid)
+    started = time.monotonic()
+    sock = socket.create_connection(("127.0.0.1", proxy.port), timeout=30)
+    framing = b"Transfer-Encoding: chunked" if chunked else b"Content-Length: %d" % GIB
+    sock.sendall(b"PUT /upload HTTP/1.1\r\nHost: whoami.localhost\r\n" + framing + b"\r\n\r\n")
+    send_error: list[BaseException] = []
+
+    def send_body() -> None:
+        try:
+            frame = b"%x\r\n" % len(_CHUNK) + _CHUNK + b"\r\n" if chunked else _CHUNK
+            for _ in range(GIB // len(_CHUNK)):
+                sock.sendall(frame)
+            if chunked:
+                sock.sendall(b"0\r\n\r\n")
+        except OSError as exc:
+            send_error.append(exc)
+
+    sender = threading.Thread(target=send_body)
+    sender.start()
+    f = sock.makefile("rb")
+    head = b""
+    while not head.endswith(b"\r\n\r\n"):
+        line = f.readline()
+        assert line, "connection closed before the response head"
+        head += line
+    assert head.startswith(b"HTTP/1.1 200")
+    # the echo is chunked: the whoami preamble, then the body as it arrives
+    echoed = 0
+    while True:
+        size = int(f.readline(), 16)
+        if size == 0:
+            break
+        echoed += _read_exactly(f, size)
+        f.readline()
+    sender.join(60)
+    sock.close()
+    growth = sampler.stop()
+    print(f"1 GiB upload+echo in {time.monotonic() - started:.1f}s, RSS +{growth / 1e6:.1f} MB")
+    assert not send_error
+    assert echoed > GIB  # the preamble plus every byte sent
+    assert growth < RSS_BUDGET
+    wait_until(lambda: proxy.get("whoami.localhost").status == 200, timeout=5)
