@@ -161,10 +161,7 @@ class Exchange:
         """A piece of the request body from the client."""
         if self._discard_body:
             return
-        if self.request_chunked:
-            parts = (b"%x\r\n" % len(data), data, _CRLF)
-        else:
-            parts = (data,)
+        parts = (b"%x\r\n" % len(data), data, _CRLF) if self.request_chunked else (data,)
         if self.upstream is not None:
             self.upstream.writelines(parts)
         else:
