@@ -145,7 +145,7 @@ class Exchange:
             return
         self._head = hdr.request_head(
             self.raw_method,
-            self.target,
+            self.target if self.target[:1] in (b"/", b"*") else self._origin_form(),
             self.headers,
             self.raw_host,
             client.forwarded_by,
@@ -238,6 +238,7 @@ class Exchange:
                 content_length = value
             elif lname == b"transfer-encoding":
                 chunked = True
+        self._settle_connection()
         # RFC 9110 §6.4.1: HEAD, 1xx, 204 and 304 responses never carry a body.
         self._no_body = self.raw_method == b"HEAD" or status in (204, 304)
         keep_content_length = content_length is not None and not chunked
@@ -312,7 +313,24 @@ class Exchange:
 
     # -- internals ------------------------------------------------------------
 
+    def _origin_form(self) -> bytes:
+        """The target to send upstream for an absolute-form request (RFC 9112 §3.2.2)."""
+        query = self.query
+        return self.path.encode("latin-1") + (b"?" + query.encode("latin-1") if query else b"")
+
+    def _settle_connection(self) -> None:
+        """Before a final response goes out: keep the client connection only if safe.
+
+        A response sent before the request body has fully arrived (an error,
+        or a backend answering early) leaves the client free to stop sending
+        it (RFC 9110 §10.1.1, Expect: 100-continue). The connection's framing
+        would then be lost, so it is closed after this response.
+        """
+        if not self.request_done:
+            self.keep_alive = False
+
     def _respond_error(self, status: int, detail: str | None = None) -> None:
+        self._settle_connection()
         self.response_started = True
         self.client.write(
             error_response(status, keep_alive=self.keep_alive, http10=self.http10, detail=detail)
