@@ -36,7 +36,8 @@ class Exchange:
         "client",
         "raw_method",
         "target",
-        "headers",
+        "fields",
+        "incoming",
         "host",
         "raw_host",
         "http10",
@@ -65,17 +66,21 @@ class Exchange:
         client: ClientConnection,
         raw_method: bytes,
         target: bytes,
-        headers: list[tuple[bytes, bytes]],
+        fields: list[bytes],
         raw_host: bytes,
         host: str,
         http10: bool,
         keep_alive: bool,
         chunked: bool,
+        incoming: dict[bytes, bytes] | None,
     ) -> None:
         self.client = client
         self.raw_method = raw_method
         self.target = target
-        self.headers = headers
+        #: The end-to-end request fields, flat: name, ": ", value, CRLF, ...
+        self.fields = fields
+        #: X-Forwarded-* values from a trusted peer, else None.
+        self.incoming = incoming
         self.raw_host = raw_host
         self.host = host
         self.http10 = http10
@@ -128,7 +133,12 @@ class Exchange:
 
     def header_values(self, name: str) -> list[str]:
         wanted = name.encode("latin-1")
-        return [v.decode("latin-1") for n, v in self.headers if n.lower() == wanted]
+        fields = self.fields
+        return [
+            fields[i + 2].decode("latin-1")
+            for i in range(0, len(fields), 4)
+            if fields[i].lower() == wanted
+        ]
 
     # -- driven by the client connection -----------------------------------
 
@@ -146,9 +156,10 @@ class Exchange:
         self._head = hdr.request_head(
             self.raw_method,
             self.target if self.target[:1] in (b"/", b"*") else self._origin_form(),
-            self.headers,
+            self.fields,
             self.raw_host,
             client.forwarded_by,
+            self.incoming,
             self.request_chunked,
         )
         conn = server.pool.acquire()
@@ -218,32 +229,29 @@ class Exchange:
         """True until the final (non-1xx) response head has arrived."""
         return not self._final_seen
 
-    def interim_response(self, status: int, reason: bytes, headers: list) -> None:
+    def interim_response(self, status: int, reason: bytes, fields: list[bytes]) -> None:
         """Relay a 1xx response (e.g. 100 Continue); HTTP/1.0 clients do not get one."""
         if not self.http10 and not self.abandoned:
-            head = hdr.response_head(
-                status, reason, headers, keep_content_length=False, chunked=False, connection=b""
-            )
+            head = hdr.response_head(status, reason, fields, chunked=False, connection=b"")
             self.client.write(head)
 
-    def response_headers(self, status: int, reason: bytes, headers: list) -> None:
-        """The final response head: decide its framing towards the client and send it."""
+    def response_headers(
+        self, status: int, reason: bytes, fields: list[bytes], content_length: bool, chunked: bool
+    ) -> None:
+        """The final response head: decide its framing towards the client and send it.
+
+        `fields` are the backend's end-to-end fields, Content-Length
+        included; `chunked` says the backend used chunked framing.
+        """
         self._final_seen = True
-        self._cancel_timer()
-        content_length = None
-        chunked = False
-        for name, value in headers:
-            lname = name.lower()
-            if lname == b"content-length":
-                content_length = value
-            elif lname == b"transfer-encoding":
-                chunked = True
-        self._settle_connection()
+        if self._timer is not None:
+            self._cancel_timer()
+        if not self.request_done:
+            self._settle_connection()
         # RFC 9110 §6.4.1: HEAD, 1xx, 204 and 304 responses never carry a body.
-        self._no_body = self.raw_method == b"HEAD" or status in (204, 304)
-        keep_content_length = content_length is not None and not chunked
-        self._close_delimited = not self._no_body and not chunked and content_length is None
-        if not self._no_body and not keep_content_length:
+        self._no_body = self.raw_method == b"HEAD" or status == 204 or status == 304
+        self._close_delimited = not self._no_body and not chunked and not content_length
+        if not self._no_body and not content_length:
             if self.http10:
                 # An HTTP/1.0 client cannot read chunked framing; the end of
                 # the body is signalled by closing the connection.
@@ -259,12 +267,7 @@ class Exchange:
         self.response_started = True
         self.client.write(
             hdr.response_head(
-                status,
-                reason,
-                headers,
-                keep_content_length=keep_content_length,
-                chunked=self._out_chunked,
-                connection=connection,
+                status, reason, fields, chunked=self._out_chunked, connection=connection
             )
         )
 

@@ -3,11 +3,14 @@
 A proxy must not forward hop-by-hop fields: `Connection`, every field that
 `Connection` names, and the fixed list below. Framing (`Transfer-Encoding`)
 is hop-by-hop too: the proxy re-frames each side itself.
+
+Fields are filtered as the parser reports them, one dict-free set lookup
+per field, and kept as a flat list of byte strings (name, ": ", value,
+CRLF, ...) that is joined once into the outgoing head. This is the hottest
+code in a worker, so it trades a little elegance for fewer Python calls.
 """
 
 from __future__ import annotations
-
-from collections.abc import Iterable
 
 HOP_BY_HOP = frozenset(
     {
@@ -35,12 +38,33 @@ FORWARDED = frozenset(
     }
 )
 
-_CRLF = b"\r\n"
+#: Request fields that need more than copying (Host is copied *and* remembered).
+REQUEST_SPECIAL = HOP_BY_HOP | FORWARDED | {b"host"}
+#: Response fields that need more than copying.
+RESPONSE_SPECIAL = HOP_BY_HOP | {b"content-length"}
+
 _SEP = b": "
+_CRLF = b"\r\n"
+#: Connection values that name no other field, so nothing more must be removed.
+_PLAIN_CONNECTION = frozenset({b"keep-alive", b"close", b""})
 
 
-def _connection_tokens(value: bytes) -> set[bytes]:
-    return {t.strip().lower() for t in value.split(b",") if t.strip()}
+def connection_tokens(value: bytes, named: set[bytes] | None) -> set[bytes] | None:
+    """Add the field names a Connection header lists to `named` (None if it names none)."""
+    value = value.strip().lower()
+    if value in _PLAIN_CONNECTION:
+        return named
+    tokens = {t.strip() for t in value.split(b",")} - _PLAIN_CONNECTION
+    return tokens if named is None else named | tokens
+
+
+def drop_named(parts: list[bytes], named: set[bytes]) -> list[bytes]:
+    """The flat field list without the fields a Connection header named (RFC 9110 §7.6.1)."""
+    kept = []
+    for i in range(0, len(parts), 4):
+        if parts[i].lower() not in named:
+            kept.extend(parts[i : i + 4])
+    return kept
 
 
 class ForwardedBy:
@@ -59,97 +83,64 @@ class ForwardedBy:
 def request_head(
     method: bytes,
     target: bytes,
-    headers: Iterable[tuple[bytes, bytes]],
+    fields: list[bytes],
     host: bytes,
     by: ForwardedBy,
+    incoming: dict[bytes, bytes] | None,
     chunked: bool,
 ) -> bytes:
     """The request head to send upstream, as HTTP/1.1 over a keep-alive connection.
 
-    The Host field passes through unchanged (Traefik's passHostHeader).
+    `fields` are the client's end-to-end fields (Host included: it passes
+    through unchanged, Traefik's passHostHeader). `incoming` holds the
+    X-Forwarded-* values of a trusted peer, which are kept or appended to.
     """
-    out = [b"%s %s HTTP/1.1\r\n" % (method, target)]
-    named: set[bytes] = set()
-    incoming: dict[bytes, bytes] = {}
-    for name, value in headers:
-        lname = name.lower()
-        if lname in HOP_BY_HOP:
-            if lname == b"connection":
-                named |= _connection_tokens(value)
-            continue
-        if lname in FORWARDED:
-            if by.trusted:
-                previous = incoming.get(lname)
-                incoming[lname] = value if previous is None else previous + b", " + value
-            continue
-        out.append(name)
-        out.append(_SEP)
-        out.append(value)
-        out.append(_CRLF)
-    if named - {b"close", b"keep-alive"}:
-        out = _drop_named(out, named)
-    xff = incoming.get(b"x-forwarded-for")
-    out.append(b"X-Forwarded-For: ")
-    out.append(by.client_ip if xff is None else xff + b", " + by.client_ip)
-    out.append(b"\r\nX-Forwarded-Host: ")
-    out.append(incoming.get(b"x-forwarded-host", host))
-    out.append(b"\r\nX-Forwarded-Port: ")
-    out.append(incoming.get(b"x-forwarded-port", by.port))
-    out.append(b"\r\nX-Forwarded-Proto: ")
-    out.append(incoming.get(b"x-forwarded-proto", by.proto))
-    out.append(b"\r\nX-Forwarded-Server: ")
-    out.append(by.server)
-    out.append(b"\r\nX-Real-Ip: ")
-    out.append(incoming.get(b"x-real-ip", by.client_ip))
-    out.append(b"\r\nTransfer-Encoding: chunked\r\n\r\n" if chunked else b"\r\n\r\n")
-    return b"".join(out)
+    if incoming is None:
+        forwarded = (
+            b"X-Forwarded-For: %s\r\nX-Forwarded-Host: %s\r\nX-Forwarded-Port: %s\r\n"
+            b"X-Forwarded-Proto: %s\r\nX-Forwarded-Server: %s\r\nX-Real-Ip: %s\r\n"
+        ) % (by.client_ip, host, by.port, by.proto, by.server, by.client_ip)
+    else:
+        xff = incoming.get(b"x-forwarded-for")
+        forwarded = (
+            b"X-Forwarded-For: %s\r\nX-Forwarded-Host: %s\r\nX-Forwarded-Port: %s\r\n"
+            b"X-Forwarded-Proto: %s\r\nX-Forwarded-Server: %s\r\nX-Real-Ip: %s\r\n"
+        ) % (
+            by.client_ip if xff is None else xff + b", " + by.client_ip,
+            incoming.get(b"x-forwarded-host", host),
+            incoming.get(b"x-forwarded-port", by.port),
+            incoming.get(b"x-forwarded-proto", by.proto),
+            by.server,
+            incoming.get(b"x-real-ip", by.client_ip),
+        )
+    return b"%s %s HTTP/1.1\r\n%s%s%s\r\n" % (
+        method,
+        target,
+        b"".join(fields),
+        forwarded,
+        b"Transfer-Encoding: chunked\r\n" if chunked else b"",
+    )
+
+
+_STATUS_LINES: dict[tuple[int, bytes], bytes] = {}
 
 
 def response_head(
-    status: int,
-    reason: bytes,
-    headers: Iterable[tuple[bytes, bytes]],
-    *,
-    keep_content_length: bool,
-    chunked: bool,
-    connection: bytes,
+    status: int, reason: bytes, fields: list[bytes], *, chunked: bool, connection: bytes
 ) -> bytes:
     """The response head for the client.
 
     `connection` is the complete Connection line to add (or b"");
     `chunked` adds Transfer-Encoding: chunked because the proxy re-chunks.
     """
-    out = [b"HTTP/1.1 %d %s\r\n" % (status, reason)]
-    named: set[bytes] = set()
-    for name, value in headers:
-        lname = name.lower()
-        if lname in HOP_BY_HOP:
-            if lname == b"connection":
-                named |= _connection_tokens(value)
-            continue
-        if lname == b"content-length" and not keep_content_length:
-            continue
-        out.append(name)
-        out.append(_SEP)
-        out.append(value)
-        out.append(_CRLF)
-    if named - {b"close", b"keep-alive"}:
-        out = _drop_named(out, named)
-    if chunked:
-        out.append(b"Transfer-Encoding: chunked\r\n")
-    out.append(connection)
-    out.append(_CRLF)
-    return b"".join(out)
-
-
-def _drop_named(parts: list[bytes], named: set[bytes]) -> list[bytes]:
-    """Remove the fields a Connection header named (RFC 9110 §7.6.1).
-
-    `parts` is [start line, name, ": ", value, CRLF, ...]. This is the rare
-    case, so it rebuilds the list rather than slowing down the common one.
-    """
-    kept = parts[:1]
-    for i in range(1, len(parts), 4):
-        if parts[i].lower() not in named:
-            kept.extend(parts[i : i + 4])
-    return kept
+    line = _STATUS_LINES.get((status, reason))
+    if line is None:
+        line = b"HTTP/1.1 %d %s\r\n" % (status, reason)
+        if len(_STATUS_LINES) < 1024:
+            _STATUS_LINES[status, reason] = line
+    return b"%s%s%s%s\r\n" % (
+        line,
+        b"".join(fields),
+        b"Transfer-Encoding: chunked\r\n" if chunked else b"",
+        connection,
+    )

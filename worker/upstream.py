@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING
 
 import httptools
 
+from portside.worker.headers import RESPONSE_SPECIAL, connection_tokens, drop_named
+
 if TYPE_CHECKING:
     from portside.worker.exchange import Exchange
 
@@ -29,7 +31,10 @@ class UpstreamConnection(asyncio.Protocol):
         "exchange",
         "idle_since",
         "_status_reason",
-        "_headers",
+        "_fields",
+        "_content_length",
+        "_chunked",
+        "_named",
         "_complete",
         "_reusable",
         "_closed",
@@ -42,7 +47,10 @@ class UpstreamConnection(asyncio.Protocol):
         self.exchange: Exchange | None = None
         self.idle_since = 0.0
         self._status_reason = b""
-        self._headers: list[tuple[bytes, bytes]] = []
+        self._fields: list[bytes] = []
+        self._content_length = False
+        self._chunked = False
+        self._named: set[bytes] | None = None
         self._complete = False
         self._reusable = True
         self._closed = False
@@ -59,6 +67,8 @@ class UpstreamConnection(asyncio.Protocol):
             # httpcore guards against the same way).
             self.close()
             return
+        client = self.exchange.client
+        client.hold_writes()
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserError as exc:
@@ -67,9 +77,11 @@ class UpstreamConnection(asyncio.Protocol):
             self.close()
             if exchange is not None:
                 exchange.upstream_failed(502, f"invalid response: {exc}")
-            return
-        if self._complete:
-            self._finish()
+        else:
+            if self._complete:
+                self._finish()
+        finally:
+            client.flush_writes()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._closed = True
@@ -92,21 +104,35 @@ class UpstreamConnection(asyncio.Protocol):
         self._status_reason += reason
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._headers.append((name, value))
+        lname = name.lower()
+        if lname not in RESPONSE_SPECIAL:
+            self._fields += (name, b": ", value, b"\r\n")
+        elif lname == b"content-length":
+            self._content_length = True
+            self._fields += (name, b": ", value, b"\r\n")
+        elif lname == b"connection":
+            self._named = connection_tokens(value, self._named)
+        elif lname == b"transfer-encoding":
+            self._chunked = True
 
     def on_headers_complete(self) -> None:
         status = self.parser.get_status_code()
-        headers, self._headers = self._headers, []
+        fields, self._fields = self._fields, []
+        if self._named is not None:
+            fields = drop_named(fields, self._named)
+            self._named = None
         reason, self._status_reason = self._status_reason, b""
+        content_length, self._content_length = self._content_length, False
+        chunked, self._chunked = self._chunked, False
         exchange = self.exchange
         if exchange is None:
             return
         if 100 <= status < 200 and status != 101:
             # An interim response; llhttp completes it as a message of its own
             # and goes on parsing the final response on the same connection.
-            exchange.interim_response(status, reason, headers)
+            exchange.interim_response(status, reason, fields)
             return
-        exchange.response_headers(status, reason, headers)
+        exchange.response_headers(status, reason, fields, content_length, chunked)
         if exchange.raw_method == b"HEAD" and status not in (204, 304):
             # llhttp cannot be told that this response answers a HEAD
             # (MagicStack/httptools#47) and would wait for Content-Length

@@ -1,0 +1,123 @@
+"""Microbenchmark of the worker's Python request path, without sockets.
+
+Drives a ClientConnection and an UpstreamConnection with in-memory
+transports: one keep-alive GET in, one small response back, many times.
+What it measures is the user CPU our own Python code costs per request,
+free of syscalls and of the noise of a shared machine, so each hot-path
+change can be judged in seconds. `python perf/hotpath.py [--routers N]`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import time
+
+import uvloop
+
+from portside.master.static_config import parse_static
+from portside.worker.client import ClientConnection
+from portside.worker.runtime import WorkerRuntime
+from portside.worker.upstream import UpstreamConnection
+
+REQUEST = b"GET / HTTP/1.1\r\nHost: whoami.localhost\r\nUser-Agent: wrk\r\nAccept: */*\r\n\r\n"
+RESPONSE = (
+    b"HTTP/1.1 200 OK\r\nServer: nginx/1.22.1\r\nDate: Thu, 26 Nov 2026 13:00:00 GMT\r\n"
+    b"Content-Type: text/plain\r\nContent-Length: 21\r\nConnection: keep-alive\r\n\r\n"
+    b"hello from backend-1\n"
+)
+
+
+class MemoryTransport(asyncio.Transport):
+    """A transport that keeps nothing: counts bytes written."""
+
+    def __init__(self, peer: tuple[str, int]) -> None:
+        super().__init__()
+        self.peer = peer
+        self.written = 0
+
+    def get_extra_info(self, name: str, default: object = None) -> object:
+        return self.peer if name == "peername" else default
+
+    def write(self, data: bytes) -> None:
+        self.written += len(data)
+
+    def writelines(self, parts) -> None:
+        for p in parts:
+            self.written += len(p)
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+    def is_closing(self) -> bool:
+        return False
+
+    def close(self) -> None:
+        raise AssertionError("the benchmark connection must stay open")
+
+
+def _snapshot(routers: int) -> dict:
+    rules = [{"name": "whoami@file", "rule": "Host(`whoami.localhost`)"}]
+    rules += [{"name": f"r{i}@file", "rule": f"Host(`host{i}.bench`)"} for i in range(routers - 1)]
+    return {
+        "generation": 1,
+        "services": {
+            "whoami@file": {
+                "slot": 0,
+                "servers": [
+                    {"url": "http://127.0.0.1:1", "host": "127.0.0.1", "port": 1, "weight": 1},
+                    {"url": "http://127.0.0.1:2", "host": "127.0.0.1", "port": 2, "weight": 1},
+                ],
+            }
+        },
+        "routers": [
+            {**r, "service": "whoami@file", "entryPoints": ["web"], "priority": len(r["rule"])}
+            for r in rules
+        ],
+    }
+
+
+async def run(iterations: int, routers: int) -> float:
+    config = parse_static({"entryPoints": {"web": {"address": "127.0.0.1:8000"}}}, "bench")
+    counters = memoryview(bytearray(8 * 16)).cast("Q")
+    runtime = WorkerRuntime(config, counters)
+    runtime.apply_snapshot(_snapshot(routers))
+    client = ClientConnection(runtime, runtime.entry_points["web"])
+    client_transport = MemoryTransport(("127.0.0.1", 50000))
+    client.connection_made(client_transport)
+    # One pooled backend connection per server, as after warm-up.
+    upstreams = []
+    for service in runtime._pools.values():
+        conn = UpstreamConnection(service)
+        conn.connection_made(MemoryTransport(("127.0.0.1", 1)))
+        service.release(conn)
+        upstreams.append(conn)
+
+    def one_request() -> None:
+        client.data_received(REQUEST)
+        client.current.upstream.data_received(RESPONSE)
+
+    for _ in range(1000):
+        one_request()
+    start = time.process_time()
+    for _ in range(iterations):
+        one_request()
+    elapsed = time.process_time() - start
+    assert client.current is None and client_transport.written > 0
+    return elapsed / iterations * 1e6
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--iterations", type=int, default=100_000)
+    parser.add_argument("--routers", type=int, default=1)
+    args = parser.parse_args()
+    per_request = uvloop.run(run(args.iterations, args.routers))
+    print(f"{per_request:.2f} µs of Python per proxied request ({args.routers} routers)")
+
+
+if __name__ == "__main__":
+    main()
