@@ -121,7 +121,6 @@ class ClientConnection(asyncio.Protocol):
         self.runtime.connections.add(self)
 
     def data_received(self, data: bytes) -> None:
-        self.last_active = self.loop.time()
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -153,14 +152,6 @@ class ClientConnection(asyncio.Protocol):
             upstream.resume_reading()
 
     # -- httptools callbacks ------------------------------------------------
-
-    def on_message_begin(self) -> None:
-        self._url = b""
-        self._fields = []
-        self._raw_host = b""
-        self._chunked = False
-        self._incoming = None
-        self._named = None
 
     def on_url(self, url: bytes) -> None:
         self._url += url
@@ -198,12 +189,20 @@ class ClientConnection(asyncio.Protocol):
             self._url,
             fields,
             raw_host,
-            normalize_host(raw_host),
+            _HOST_CACHE.get(raw_host) or normalize_host(raw_host),
             parser.get_http_version() == "1.0",
             parser.should_keep_alive() and not self.closing,
             self._chunked,
             self._incoming,
         )
+        # Reset for the next request here rather than in on_message_begin:
+        # one parser callback less per request.
+        self._url = b""
+        self._fields = []
+        self._raw_host = b""
+        self._chunked = False
+        self._incoming = None
+        self._named = None
         self._parsing = exchange
         if self.current is None:
             self.current = exchange

@@ -205,7 +205,7 @@ class Exchange:
     def upstream_connected(self, conn: UpstreamConnection) -> None:
         """A backend connection is ready: send the request head and any held body."""
         self.upstream = conn
-        conn.attach(self)
+        conn.exchange = self
         if self._pending:
             conn.writelines((self._head, *self._pending))
             self._pending = []
@@ -229,14 +229,14 @@ class Exchange:
         """True until the final (non-1xx) response head has arrived."""
         return not self._final_seen
 
-    def interim_response(self, status: int, reason: bytes, fields: list[bytes]) -> None:
+    def interim_response(self, status: int, fields: list[bytes]) -> None:
         """Relay a 1xx response (e.g. 100 Continue); HTTP/1.0 clients do not get one."""
         if not self.http10 and not self.abandoned:
-            head = hdr.response_head(status, reason, fields, chunked=False, connection=b"")
+            head = hdr.response_head(status, fields, chunked=False, connection=b"")
             self.client.write(head)
 
     def response_headers(
-        self, status: int, reason: bytes, fields: list[bytes], content_length: bool, chunked: bool
+        self, status: int, fields: list[bytes], content_length: bool, chunked: bool
     ) -> None:
         """The final response head: decide its framing towards the client and send it.
 
@@ -266,9 +266,7 @@ class Exchange:
             connection = b""
         self.response_started = True
         self.client.write(
-            hdr.response_head(
-                status, reason, fields, chunked=self._out_chunked, connection=connection
-            )
+            hdr.response_head(status, fields, chunked=self._out_chunked, connection=connection)
         )
 
     def response_body(self, data: bytes) -> None:

@@ -12,6 +12,8 @@ code in a worker, so it trades a little elegance for fewer Python calls.
 
 from __future__ import annotations
 
+from http import HTTPStatus
+
 HOP_BY_HOP = frozenset(
     {
         b"connection",
@@ -122,24 +124,27 @@ def request_head(
     )
 
 
-_STATUS_LINES: dict[tuple[int, bytes], bytes] = {}
+def _status_line(status: int) -> bytes:
+    try:
+        phrase = HTTPStatus(status).phrase.encode()
+    except ValueError:
+        phrase = b""  # RFC 9112 §4: the reason phrase may be empty
+    return b"HTTP/1.1 %d %s\r\n" % (status, phrase)
 
 
-def response_head(
-    status: int, reason: bytes, fields: list[bytes], *, chunked: bool, connection: bytes
-) -> bytes:
+# The backend's reason phrase is not relayed: clients must ignore it
+# (RFC 9112 §4), and a fixed status line per code is one lookup.
+_STATUS_LINES = {status: _status_line(status) for status in range(100, 600)}
+
+
+def response_head(status: int, fields: list[bytes], *, chunked: bool, connection: bytes) -> bytes:
     """The response head for the client.
 
     `connection` is the complete Connection line to add (or b"");
     `chunked` adds Transfer-Encoding: chunked because the proxy re-chunks.
     """
-    line = _STATUS_LINES.get((status, reason))
-    if line is None:
-        line = b"HTTP/1.1 %d %s\r\n" % (status, reason)
-        if len(_STATUS_LINES) < 1024:
-            _STATUS_LINES[status, reason] = line
     return b"%s%s%s%s\r\n" % (
-        line,
+        _STATUS_LINES[status],
         b"".join(fields),
         b"Transfer-Encoding: chunked\r\n" if chunked else b"",
         connection,

@@ -30,7 +30,6 @@ class UpstreamConnection(asyncio.Protocol):
         "parser",
         "exchange",
         "idle_since",
-        "_status_reason",
         "_fields",
         "_content_length",
         "_chunked",
@@ -46,7 +45,6 @@ class UpstreamConnection(asyncio.Protocol):
         self.parser = httptools.HttpResponseParser(self)
         self.exchange: Exchange | None = None
         self.idle_since = 0.0
-        self._status_reason = b""
         self._fields: list[bytes] = []
         self._content_length = False
         self._chunked = False
@@ -100,9 +98,6 @@ class UpstreamConnection(asyncio.Protocol):
 
     # -- httptools callbacks ------------------------------------------------
 
-    def on_status(self, reason: bytes) -> None:
-        self._status_reason += reason
-
     def on_header(self, name: bytes, value: bytes) -> None:
         lname = name.lower()
         if lname not in RESPONSE_SPECIAL:
@@ -121,7 +116,6 @@ class UpstreamConnection(asyncio.Protocol):
         if self._named is not None:
             fields = drop_named(fields, self._named)
             self._named = None
-        reason, self._status_reason = self._status_reason, b""
         content_length, self._content_length = self._content_length, False
         chunked, self._chunked = self._chunked, False
         exchange = self.exchange
@@ -130,9 +124,9 @@ class UpstreamConnection(asyncio.Protocol):
         if 100 <= status < 200 and status != 101:
             # An interim response; llhttp completes it as a message of its own
             # and goes on parsing the final response on the same connection.
-            exchange.interim_response(status, reason, fields)
+            exchange.interim_response(status, fields)
             return
-        exchange.response_headers(status, reason, fields, content_length, chunked)
+        exchange.response_headers(status, fields, content_length, chunked)
         if exchange.raw_method == b"HEAD" and status not in (204, 304):
             # llhttp cannot be told that this response answers a HEAD
             # (MagicStack/httptools#47) and would wait for Content-Length
@@ -155,10 +149,6 @@ class UpstreamConnection(asyncio.Protocol):
             self._reusable = False
 
     # -- used by the exchange and the pool ----------------------------------
-
-    def attach(self, exchange: Exchange) -> None:
-        """Start serving an exchange; its request bytes follow with write()."""
-        self.exchange = exchange
 
     def write(self, data: bytes) -> None:
         self.transport.write(data)  # type: ignore[union-attr]
