@@ -90,7 +90,14 @@ class Arbiter:
         self.builder = SnapshotBuilder(list(self.config.entry_points), SlotAllocator(self.counters))
         self.snapshot: dict[str, Any] | None = None
         self.provider_configs: dict[str, DynamicConfig] = {}
-        self.expected_providers = {"file"} if self.config.file_provider else set()
+        self.expected_providers = {
+            name
+            for name, settings in (
+                ("file", self.config.file_provider),
+                ("docker", self.config.docker_provider),
+            )
+            if settings is not None
+        }
         self.selector = selectors.DefaultSelector()
         self.signals: list[int] = []
         self.stopping: str | None = None

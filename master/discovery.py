@@ -1,8 +1,8 @@
 """The discovery process: runs the providers and reports their configurations.
 
 It is a child of the master, forked before any thread exists. Providers may
-block or use threads here (the Docker SDK does both) because this process
-never forks. Each provider's configuration is sent to the master, in
+block or use threads here (the Docker provider runs in a thread of its own)
+because this process never forks. Each provider's configuration is sent to the master, in
 Traefik's dynamic-configuration schema, whenever it changes.
 """
 
@@ -12,9 +12,11 @@ import logging
 import select
 import signal
 import socket
+import threading
 from typing import Any
 
 from portside.master.channel import encode
+from portside.master.docker_provider import start_watcher
 from portside.master.dynamic_config import DynamicConfig
 from portside.master.file_provider import POLL_INTERVAL, FileWatcher
 from portside.master.static_config import StaticConfig
@@ -49,15 +51,26 @@ def run_discovery(channel: socket.socket, config: StaticConfig) -> int:
     for sig in (signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2, signal.SIGTTIN, signal.SIGTTOU):
         signal.signal(sig, signal.SIG_IGN)
     channel.setblocking(True)
+    send_lock = threading.Lock()
 
-    def report(provider: str, dynamic: DynamicConfig | None) -> None:
-        body = None if dynamic is None else to_traefik_schema(dynamic)
-        channel.sendall(encode({"type": "config", "provider": provider, "config": body}))
+    def report(provider: str, body: dict[str, Any] | None) -> None:
+        # The Docker provider reports from its own thread.
+        with send_lock:
+            channel.sendall(encode({"type": "config", "provider": provider, "config": body}))
 
+    def report_file(dynamic: DynamicConfig | None) -> None:
+        report("file", None if dynamic is None else to_traefik_schema(dynamic))
+
+    if config.docker_provider is not None:
+        start_watcher(
+            config.docker_provider,
+            list(config.entry_points),
+            lambda body: report("docker", body),
+        )
     watcher = FileWatcher(config.file_provider) if config.file_provider else None
     if watcher is not None:
         _, dynamic = watcher.poll()
-        report("file", dynamic)
+        report_file(dynamic)
         if not config.file_provider.watch:  # type: ignore[union-attr]
             watcher = None
     while True:
@@ -70,4 +83,4 @@ def run_discovery(channel: socket.socket, config: StaticConfig) -> int:
             changed, dynamic = watcher.poll()
             if changed and dynamic is not None:
                 log.info("file provider: configuration changed")
-                report("file", dynamic)
+                report_file(dynamic)

@@ -70,6 +70,18 @@ class FileProvider:
 
 
 @dataclass(frozen=True, slots=True)
+class DockerProvider:
+    """Discovery from Docker container labels ([providers.docker])."""
+
+    endpoint: str = "unix:///var/run/docker.sock"
+    #: Opt-in by default: only containers labelled traefik.enable=true are exposed.
+    exposed_by_default: bool = False
+    network: str | None = None  # which network's IP to use; None: the first one
+    default_rule: str | None = None  # e.g. "Host(`{{ normalize .Name }}`)"
+    watch: bool = True  # follow Docker events; False: list the containers once at start
+
+
+@dataclass(frozen=True, slots=True)
 class StaticConfig:
     """Everything fixed for the lifetime of the process."""
 
@@ -79,6 +91,7 @@ class StaticConfig:
     servers_transport: ServersTransport
     file_provider: FileProvider | None
     log_level: str  # one of LOG_LEVELS
+    docker_provider: DockerProvider | None = None
 
 
 def load_static(path: str) -> StaticConfig:
@@ -95,7 +108,7 @@ def parse_static(data: dict[str, Any], source: str) -> StaticConfig:
         problems.add("entryPoints", "at least one entry point is required")
     entry_points = _entry_points(root.table("entryPoints"))
     servers_transport = _servers_transport(root.table("serversTransport"))
-    file_provider = _providers(root.table("providers"))
+    file_provider, docker_provider = _providers(root.table("providers"))
     log_level = _log_level(root.table("log"))
     workers = root.table("workers")
     workers.check_keys(("count",))
@@ -109,6 +122,7 @@ def parse_static(data: dict[str, Any], source: str) -> StaticConfig:
         servers_transport=servers_transport,
         file_provider=file_provider,
         log_level=log_level,
+        docker_provider=docker_provider,
     )
 
 
@@ -242,10 +256,39 @@ def _servers_transport(table: Table) -> ServersTransport:
     )
 
 
-def _providers(table: Table) -> FileProvider | None:
-    table.check_keys(("file",))
-    file = table.table("file")
-    if not isinstance(table.data.get("file"), dict):
+def _providers(table: Table) -> tuple[FileProvider | None, DockerProvider | None]:
+    table.check_keys(("file", "docker"))
+    return _file_provider(table), _docker_provider(table)
+
+
+def _docker_provider(providers: Table) -> DockerProvider | None:
+    docker = providers.table("docker")
+    if not isinstance(providers.data.get("docker"), dict):
+        return None
+    docker.check_keys(("endpoint", "exposedByDefault", "network", "defaultRule", "watch"))
+    defaults = DockerProvider()
+    endpoint = docker.string("endpoint") or defaults.endpoint
+    if not endpoint.startswith(("unix://", "tcp://", "http://", "https://")):
+        docker.problem("endpoint", f"expected unix://PATH or tcp://HOST:PORT, got {endpoint!r}")
+    default_rule = docker.string("defaultRule")
+    if default_rule is not None:
+        from portside.master.docker_labels import DEFAULT_RULE_EXAMPLE, check_default_rule
+
+        reason = check_default_rule(default_rule)
+        if reason is not None:
+            docker.problem("defaultRule", f"{reason} (e.g. {DEFAULT_RULE_EXAMPLE})")
+    return DockerProvider(
+        endpoint=endpoint,
+        exposed_by_default=bool(docker.boolean("exposedByDefault", False)),
+        network=docker.string("network"),
+        default_rule=default_rule,
+        watch=docker.boolean("watch", True),
+    )
+
+
+def _file_provider(providers: Table) -> FileProvider | None:
+    file = providers.table("file")
+    if not isinstance(providers.data.get("file"), dict):
         return None  # absent, or reported as not a table
     file.check_keys(("filename", "directory", "watch"))
     filename = file.string("filename")

@@ -22,6 +22,7 @@ import socket
 import subprocess
 import tarfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -45,7 +46,7 @@ IMAGE_CMD = ["/bin/busybox", "httpd", "-f", "-p", "80", "-h", "/www"]
 # EXPOSE matters: like Traefik, the provider falls back to the only exposed
 # port when no label names one, as in the write-up's whoami containers.
 IMAGE_CHANGES = [f"CMD {json.dumps(IMAGE_CMD)}", "EXPOSE 80/tcp", "ENV PATH=/bin"]
-TEST_LABEL = "portside.test"  # on every test container, so leftovers can be swept
+TEST_LABEL = "portside-test"  # on every test container, so leftovers can be swept
 
 _swept = False
 _image: str | None = None
@@ -169,7 +170,7 @@ def run_backend(
     """Start a detached whoami container on the default bridge.
 
     `name` defaults to a random `portside-test-…`; it is also reported on the
-    answer's "Name:" line. The container gets `labels` plus `portside.test=1`.
+    answer's "Name:" line. The container gets `labels` plus `portside-test=1`.
     Other keyword arguments go to `client.containers.run` (`healthcheck`,
     `environment` as a dict, `network`, …). With `wait`, return only once
     port 80 accepts connections on that network.
@@ -321,3 +322,20 @@ def restart_dockerd() -> None:
     """Stop and start dockerd; with --live-restore its containers survive."""
     stop_dockerd()
     start_dockerd()
+
+
+# --- fixtures (registered for every test module by conftest.py) --------------------------
+
+
+@pytest.fixture(scope="module")
+def client() -> docker.DockerClient:
+    """A client of the test daemon (skips, or fails in CI, without one)."""
+    return docker_client()
+
+
+@pytest.fixture
+def containers(client: docker.DockerClient) -> Iterator[Containers]:
+    """A container factory; everything it started is removed at teardown."""
+    factory = Containers(client)
+    yield factory
+    factory.cleanup()

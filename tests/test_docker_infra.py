@@ -11,7 +11,6 @@ import http.client
 import re
 import threading
 import time
-from collections.abc import Iterator
 
 import docker
 import pytest
@@ -22,25 +21,12 @@ from docker_support import (
     Containers,
     backend_image,
     container_ip,
-    docker_client,
     health_status,
     http_get,
     restart_dockerd,
     start_dockerd,
     stop_dockerd,
 )
-
-
-@pytest.fixture(scope="module")
-def client() -> docker.DockerClient:
-    return docker_client()
-
-
-@pytest.fixture
-def containers(client: docker.DockerClient) -> Iterator[Containers]:
-    factory = Containers(client)
-    yield factory
-    factory.cleanup()
 
 
 def test_image_is_built_locally_and_cached_by_content(client: docker.DockerClient) -> None:
@@ -58,7 +44,7 @@ def test_container_answers_with_hostname_request_line_and_headers(
     container = containers.run("portside-test-answer", labels={"traefik.backend": "whoami"})
     ip = container_ip(container)
     assert ip.startswith("172.17.")
-    assert container.labels["portside.test"] == "1"
+    assert container.labels["portside-test"] == "1"
     assert container.labels["traefik.backend"] == "whoami"
 
     answer = http_get(

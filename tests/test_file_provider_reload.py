@@ -2,49 +2,9 @@
 
 from __future__ import annotations
 
-import threading
 import time
 
-from conftest import lb_config, request, wait_until
-
-
-class Load:
-    """Sends requests back to back from a few threads, recording every outcome.
-
-    Bounded: it stops when told to, or after `max_seconds`.
-    """
-
-    def __init__(self, port: int, host: str, threads: int = 4, max_seconds: float = 30.0) -> None:
-        self.port, self.host = port, host
-        self.results: list[tuple[float, int, str | None]] = []
-        self.errors: list[BaseException] = []
-        self._stop = threading.Event()
-        self._deadline = time.monotonic() + max_seconds
-        self._threads = [threading.Thread(target=self._run) for _ in range(threads)]
-        self._lock = threading.Lock()
-        for t in self._threads:
-            t.start()
-
-    def _run(self) -> None:
-        while not self._stop.is_set() and time.monotonic() < self._deadline:
-            try:
-                resp = request(self.port, self.host, timeout=5)
-                outcome = (time.monotonic(), resp.status, resp.field("Name"))
-            except (OSError, ConnectionError) as exc:
-                with self._lock:
-                    self.errors.append(exc)
-                continue
-            with self._lock:
-                self.results.append(outcome)
-
-    def seen(self, name: str, since: float) -> bool:
-        with self._lock:
-            return any(n == name and t >= since for t, _, n in self.results)
-
-    def stop(self) -> None:
-        self._stop.set()
-        for t in self._threads:
-            t.join(10)
+from conftest import Load, lb_config, wait_until
 
 
 def test_edit_moves_traffic_within_a_second_without_failures(portside, whoami):
