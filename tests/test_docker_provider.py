@@ -12,8 +12,8 @@ import threading
 import time
 
 import pytest
-from conftest import Load, wait_until
-from docker_support import restart_dockerd
+from conftest import Load, lb_config, wait_until
+from docker_support import restart_dockerd, start_dockerd, stop_dockerd
 
 WRITEUP_HOST = "whoami.docker.localhost"
 WRITEUP_LABELS = {
@@ -166,3 +166,25 @@ def test_dockerd_restart_keeps_routes_and_picks_up_later_changes(portside, conta
     containers.run("later", later)
     wait_until(lambda: proxy.get("later.localhost").status == 200, timeout=10)
     print(f"new route live {1000 * (time.monotonic() - started):.0f} ms after start")
+
+
+@pytest.mark.timeout(240)
+def test_daemon_down_at_start(portside, containers, whoami):
+    file_backend = whoami("file-backend")
+    stop_dockerd()
+    try:
+        proxy = portside(
+            lb_config(file_backend, host="file.localhost"), extra_static=docker_static()
+        )
+        # the file provider's routes serve while Docker is unreachable
+        wait_until(lambda: proxy.get("file.localhost").status == 200)
+        assert "docker: cannot reach unix:///var/run/docker.sock" in proxy.logs()
+    finally:
+        start_dockerd()
+    labels = {"traefik.enable": "true", "traefik.http.routers.up.rule": "Host(`up.localhost`)"}
+    containers.run("arrived", labels)
+    wait_until(lambda: proxy.get("up.localhost").status == 200, timeout=30)
+    logs = proxy.logs()
+    assert logs.count("docker: cannot reach") == 1  # each outage is logged once, not per attempt
+    assert "attempts, " in logs
+    assert proxy.get("file.localhost").status == 200

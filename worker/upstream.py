@@ -193,7 +193,7 @@ class UpstreamConnection(asyncio.Protocol):
 class UpstreamPool:
     """Idle keep-alive connections to one backend address, most recent first."""
 
-    __slots__ = ("host", "port", "_idle", "_loop", "_dial_timeout", "_max_idle")
+    __slots__ = ("host", "port", "_idle", "_loop", "_dial_timeout", "_max_idle", "_retired")
 
     def __init__(self, host: str, port: int, dial_timeout: float, max_idle: int) -> None:
         self.host = host
@@ -202,6 +202,8 @@ class UpstreamPool:
         self._loop = asyncio.get_running_loop()
         self._dial_timeout = dial_timeout
         self._max_idle = max_idle
+        #: The server left the configuration: connections still in use close when done.
+        self._retired = False
 
     def acquire(self) -> UpstreamConnection | None:
         """An idle connection, or None if a new one must be made."""
@@ -214,7 +216,7 @@ class UpstreamPool:
 
     def release(self, conn: UpstreamConnection) -> None:
         """Put a connection whose response completed back for reuse."""
-        if len(self._idle) >= self._max_idle:
+        if self._retired or len(self._idle) >= self._max_idle:
             conn.close()
             return
         conn.idle_since = self._loop.time()
@@ -257,6 +259,8 @@ class UpstreamPool:
             idle.pop(0).close()
 
     def close(self) -> None:
+        """Retire the pool: close idle connections now, busy ones when their response ends."""
+        self._retired = True
         for conn in list(self._idle):
             conn.close()
         self._idle.clear()
