@@ -229,14 +229,17 @@ def _address(info: ContainerInfo, labels: Labels, settings: DockerProvider) -> s
     raise LabelError("(none)", "the container has no IP address on any network")
 
 
+_NUMBER = re.compile(r"\s*[0-9]+\s*")
+
+
 def _port(value: str, label: str) -> int:
-    if not value.strip().isdigit() or not 1 <= int(value) <= 65535:
+    if not _NUMBER.fullmatch(value) or not 1 <= int(value) <= 65535:
         raise LabelError(label, f"expected a port number between 1 and 65535, got {value!r}")
     return int(value)
 
 
 def _weight(value: str, label: str) -> int:
-    if not value.strip().isdigit():
+    if not _NUMBER.fullmatch(value):
         raise LabelError(label, f"expected a whole number >= 0, got {value!r}")
     return int(value)
 
@@ -343,6 +346,8 @@ def _v2_routing(
     for name, options in routers.items():
         if "service" in options:
             service = options["service"][0].strip()
+            if "@" not in service:
+                service = service.lower()  # label keys, hence service names, are lower-cased
         elif len(services) == 1:
             service = next(iter(services))
         else:

@@ -43,7 +43,9 @@ log = logging.getLogger("portside.docker")
 DRAIN_SIGNALS = frozenset({signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGKILL})
 _BACKOFF_FIRST = 0.1
 _BACKOFF_MAX = 5.0
-_REMOVING = frozenset({"die", "stop", "pause", "destroy", "oom"})
+# Not "oom": the OOM killer may end a process other than PID 1, and the
+# container then keeps running; if it does exit, `die` follows.
+_REMOVING = frozenset({"die", "stop", "pause", "destroy"})
 _INSPECTING = frozenset({"start", "unpause", "restart", "rename", "update"})
 
 Report = Callable[[dict[str, Any]], None]
@@ -138,6 +140,7 @@ class DockerWatcher:
     def reconcile(self, running: list[dict[str, Any]]) -> None:
         """Replace the model with a fresh listing (after a (re)connect)."""
         self._containers.clear()
+        self._reported.clear()
         for attrs in running:
             self.track(attrs)
 
