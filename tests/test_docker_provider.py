@@ -188,3 +188,25 @@ def test_daemon_down_at_start(portside, containers, whoami):
     assert logs.count("docker: cannot reach") == 1  # each outage is logged once, not per attempt
     assert "attempts, " in logs
     assert proxy.get("file.localhost").status == 200
+
+
+def test_stop_under_load_fails_nothing_and_drains_on_kill(portside, containers):
+    containers.run("steady-a", WRITEUP_LABELS)
+    leaving = containers.run("leaving-b", WRITEUP_LABELS)
+    proxy = portside("", workers=2, extra_static=docker_static(exposed_by_default=True))
+    wait_until(lambda: set(names(proxy, WRITEUP_HOST, 4)) == {"steady-a", "leaving-b"})
+    load = Load(proxy.port, WRITEUP_HOST, threads=4, max_seconds=60)
+    try:
+        wait_until(lambda: load.seen("leaving-b", 0))
+        stopping_at = time.monotonic()
+        leaving.stop(timeout=3)  # the container keeps serving for its 3 s grace period
+        stopped_at = time.monotonic()
+        wait_until(lambda: load.seen("steady-a", stopped_at + 0.5))  # load went on after it
+    finally:
+        load.stop()
+    assert not load.errors, load.errors[:3]
+    assert {status for _, status, _ in load.results} == {200}
+    # Requests take milliseconds; an answer from the stopping container a
+    # second after `docker stop` began would mean it was still being chosen.
+    late = [t - stopping_at for t, _, name in load.results if name == "leaving-b"]
+    assert max(late) < 1.0, f"routed to the stopping container {max(late):.2f}s after stop"
