@@ -295,6 +295,12 @@ def lb_config(
     """
 
 
+def connect(port: int) -> tuple[socket.socket, Any]:
+    """A raw client connection to 127.0.0.1:port and a buffered reader on it."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    return sock, sock.makefile("rb")
+
+
 def read_response(f: Any, head_request: bool = False) -> Response:
     """Read one HTTP/1.x response from a buffered socket file; handles pipelined reads."""
     status_line = f.readline()

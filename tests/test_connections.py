@@ -2,15 +2,8 @@
 
 from __future__ import annotations
 
-import socket
-
 import psutil
-from conftest import Whoami, lb_config, read_response, wait_until
-
-
-def _connect(port: int) -> tuple[socket.socket, object]:
-    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
-    return sock, sock.makefile("rb")
+from conftest import Whoami, connect, lb_config, read_response, wait_until
 
 
 def _established_to(backend: Whoami) -> int:
@@ -27,7 +20,7 @@ def test_idle_client_connection_is_closed_after_idle_timeout(portside, whoami):
         idleTimeout = "1s"
         """,
     )
-    sock, f = _connect(proxy.port)
+    sock, f = connect(proxy.port)
     with sock:
         sock.sendall(b"GET / HTTP/1.1\r\nHost: whoami.localhost\r\n\r\n")
         assert read_response(f).status == 200
@@ -67,7 +60,7 @@ def test_backend_restart_between_requests_is_not_an_error(portside, whoami):
 
 def test_error_before_the_body_closes_the_connection(portside, whoami):
     proxy = portside(lb_config(whoami("w1")))
-    sock, f = _connect(proxy.port)
+    sock, f = connect(proxy.port)
     with sock:
         # The client waits for 100 Continue before sending its body; a 404
         # comes instead, so the framing of this connection is unknown.
@@ -82,7 +75,7 @@ def test_error_before_the_body_closes_the_connection(portside, whoami):
 
 def test_absolute_form_target_reaches_backend_in_origin_form(portside, whoami):
     proxy = portside(lb_config(whoami("w1")))
-    sock, f = _connect(proxy.port)
+    sock, f = connect(proxy.port)
     with sock:
         sock.sendall(
             b"GET http://whoami.localhost/some/path?q=1 HTTP/1.1\r\nHost: whoami.localhost\r\n\r\n"

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import socket
 
-from conftest import free_port, lb_config, read_response
+from conftest import connect, free_port, lb_config, read_response
 
 
 def test_round_robin_alternates_across_workers(portside, whoami):
@@ -141,14 +141,9 @@ def test_priority_longer_rule_wins(portside, whoami):
     assert proxy.get("app.localhost", "/about").field("Name") == "w1"
 
 
-def _connect(port: int) -> tuple[socket.socket, object]:
-    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
-    return sock, sock.makefile("rb")
-
-
 def test_malformed_request_gets_400_and_close(portside, whoami):
     proxy = portside(lb_config(whoami("w1")))
-    sock, f = _connect(proxy.port)
+    sock, f = connect(proxy.port)
     with sock:
         sock.sendall(b"GET / HTTP/1.1\r\nHost: whoami.localhost\r\nBad Header\r\n\r\n")
         resp = read_response(f)
@@ -158,7 +153,7 @@ def test_malformed_request_gets_400_and_close(portside, whoami):
 
 def test_head_then_get_on_one_connection(portside, whoami):
     proxy = portside(lb_config(whoami("w1")))
-    sock, f = _connect(proxy.port)
+    sock, f = connect(proxy.port)
     with sock:
         sock.sendall(b"HEAD / HTTP/1.1\r\nHost: whoami.localhost\r\n\r\n")
         head = read_response(f, head_request=True)
@@ -173,7 +168,7 @@ def test_head_then_get_on_one_connection(portside, whoami):
 
 def test_pipelined_requests_answered_in_order(portside, whoami):
     proxy = portside(lb_config(whoami("w1")))
-    sock, f = _connect(proxy.port)
+    sock, f = connect(proxy.port)
     with sock:
         sock.sendall(
             b"GET /first?sleep=0.3 HTTP/1.1\r\nHost: whoami.localhost\r\n\r\n"
@@ -188,7 +183,7 @@ def test_pipelined_requests_answered_in_order(portside, whoami):
 
 def test_http10_client_gets_identity_body_and_close(portside, whoami):
     proxy = portside(lb_config(whoami("w1")))
-    sock, f = _connect(proxy.port)
+    sock, f = connect(proxy.port)
     with sock:
         # /data?chunked=1 makes the backend answer chunked; an HTTP/1.0
         # client must get the plain body, delimited by the close.
@@ -202,7 +197,7 @@ def test_http10_client_gets_identity_body_and_close(portside, whoami):
 
 def test_http10_keep_alive(portside, whoami):
     proxy = portside(lb_config(whoami("w1")))
-    sock, f = _connect(proxy.port)
+    sock, f = connect(proxy.port)
     with sock:
         for _ in range(2):
             sock.sendall(
@@ -215,7 +210,7 @@ def test_http10_keep_alive(portside, whoami):
 
 def test_chunked_request_body_is_relayed(portside, whoami):
     proxy = portside(lb_config(whoami("w1")))
-    sock, f = _connect(proxy.port)
+    sock, f = connect(proxy.port)
     with sock:
         sock.sendall(
             b"POST /echo HTTP/1.1\r\nHost: whoami.localhost\r\nTransfer-Encoding: chunked\r\n\r\n"
@@ -228,7 +223,7 @@ def test_chunked_request_body_is_relayed(portside, whoami):
 
 def test_no_body_statuses(portside, whoami):
     proxy = portside(lb_config(whoami("w1")))
-    sock, f = _connect(proxy.port)
+    sock, f = connect(proxy.port)
     with sock:
         for status in (204, 304):
             sock.sendall(b"GET /?status=%d HTTP/1.1\r\nHost: whoami.localhost\r\n\r\n" % status)
@@ -240,7 +235,7 @@ def test_no_body_statuses(portside, whoami):
 
 def test_expect_100_continue_is_relayed(portside, whoami):
     proxy = portside(lb_config(whoami("w1")))
-    sock, f = _connect(proxy.port)
+    sock, f = connect(proxy.port)
     with sock:
         sock.sendall(
             b"PUT / HTTP/1.1\r\nHost: whoami.localhost\r\nContent-Length: 5\r\n"
