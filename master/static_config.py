@@ -58,6 +58,8 @@ class ServersTransport:
     response_header_timeout: float | None = None  # None: wait forever
     idle_conn_timeout: float = 90.0
     max_idle_conns_per_host: int = 200
+    #: Request body bytes held so an idempotent request can be resent (retries).
+    replay_buffer_size: int = 64 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -235,9 +237,10 @@ def _is_wildcard_for(wildcard: str, host: str) -> bool:
 
 
 def _servers_transport(table: Table) -> ServersTransport:
-    table.check_keys(("maxIdleConnsPerHost", "forwardingTimeouts"))
+    table.check_keys(("maxIdleConnsPerHost", "replayBufferSize", "forwardingTimeouts"))
     defaults = ServersTransport()
     max_idle = table.integer("maxIdleConnsPerHost", defaults.max_idle_conns_per_host)
+    replay = table.integer("replayBufferSize", defaults.replay_buffer_size)
     timeouts = table.table("forwardingTimeouts")
     timeouts.check_keys(("dialTimeout", "responseHeaderTimeout", "idleConnTimeout"))
     dial = timeouts.duration("dialTimeout", defaults.dial_timeout)
@@ -253,6 +256,7 @@ def _servers_transport(table: Table) -> ServersTransport:
         response_header_timeout=header or None,
         idle_conn_timeout=idle_conn,
         max_idle_conns_per_host=defaults.max_idle_conns_per_host if max_idle is None else max_idle,
+        replay_buffer_size=defaults.replay_buffer_size if replay is None else replay,
     )
 
 

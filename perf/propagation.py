@@ -27,11 +27,10 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+sys.path.insert(0, str(ROOT / "tests"))
 
+from conftest import free_port  # noqa: E402
 from docker_support import backend_image, docker_client  # noqa: E402
-
-from perf.procs import free_port  # noqa: E402
 
 HOST = "propagation.localhost"
 LABELS = {

@@ -9,7 +9,7 @@ from the snapshot and they all walk it with one shared counter per service
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from math import gcd
 from typing import Protocol
 
@@ -58,8 +58,8 @@ class Balancer:
         self._counters = counters
         self._slot = slot
 
-    def pick(self) -> Candidate | None:
-        """The next available server, or None if there is none."""
+    def pick(self, exclude: Collection[object] = ()) -> Candidate | None:
+        """The next available server not in `exclude`, or None if there is none."""
         cycle = self._cycle
         n = len(cycle)
         if not n:
@@ -69,6 +69,6 @@ class Balancer:
         counters[slot] = (position + 1) & 0xFFFFFFFFFFFFFFFF
         for step in range(n):
             server = cycle[(position + step) % n]
-            if server.available:
+            if server not in exclude and server.available:
                 return server
         return None

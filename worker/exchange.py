@@ -18,6 +18,8 @@ from portside.worker.responses import error_response
 
 if TYPE_CHECKING:
     from portside.worker.client import ClientConnection
+    from portside.worker.routing import Route
+    from portside.worker.runtime import Server
     from portside.worker.upstream import UpstreamConnection
 
 log = logging.getLogger("portside.worker")
@@ -26,6 +28,13 @@ log = logging.getLogger("portside.worker")
 #: Past this the client is paused, so memory stays bounded.
 _PENDING_LIMIT = 256 * 1024
 _LAST_CHUNK = b"0\r\n\r\n"
+#: RFC 9110 §9.2.2: methods a client may repeat; a proxy may resend only these.
+IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"})
+# Why a backend exchange failed (compared by identity).
+CONNECT = "connect"
+RESET = "reset"
+TIMEOUT = "timeout"
+INVALID = "invalid"
 _CRLF = b"\r\n"
 
 
@@ -46,6 +55,13 @@ class Exchange:
         "request_done",
         "abandoned",
         "upstream",
+        "route",
+        "server",
+        "_tried",
+        "_attempts_left",
+        "_replay",
+        "_replay_size",
+        "_interim_sent",
         "_head",
         "_pending",
         "_pending_size",
@@ -89,6 +105,16 @@ class Exchange:
         self.request_done = False
         self.abandoned = False
         self.upstream: UpstreamConnection | None = None
+        self.route: Route | None = None
+        self.server: Server | None = None
+        #: Servers already tried, once a resend is considered.
+        self._tried: list[Server] | None = None
+        self._attempts_left = 0
+        #: The framed request body so far, kept for a resend; None until a body arrives.
+        self._replay: list[bytes] | None = None
+        #: Its size; -1 once the body outgrew the buffer and cannot be resent.
+        self._replay_size = 0
+        self._interim_sent = False
         self._head = b""
         self._pending: list[bytes] = []
         self._pending_size = 0
@@ -149,10 +175,12 @@ class Exchange:
         if route is None:
             self._respond_error(404)
             return
+        self.route = route
         server = route.service.balancer.pick()
         if server is None:
             self._respond_error(503, f"no available server for service {route.service.name}")
             return
+        self._attempts_left = route.attempts - 1
         self._head = hdr.request_head(
             self.raw_method,
             self.target if self.target[:1] in (b"/", b"*") else self._origin_form(),
@@ -162,17 +190,14 @@ class Exchange:
             self.incoming,
             self.request_chunked,
         )
-        conn = server.pool.acquire()
-        if conn is None:
-            server.pool.connect(self)
-        else:
-            self.upstream_connected(conn)
+        self._send_to(server)
 
     def request_body(self, data: bytes) -> None:
         """A piece of the request body from the client."""
         if self._discard_body:
             return
         parts = (b"%x\r\n" % len(data), data, _CRLF) if self.request_chunked else (data,)
+        self._keep_for_replay(parts, len(data))
         if self.upstream is not None:
             self.upstream.writelines(parts)
         else:
@@ -185,6 +210,7 @@ class Exchange:
         """The client has sent the whole request."""
         self.request_done = True
         if self.request_chunked and not self._discard_body:
+            self._keep_for_replay((_LAST_CHUNK,), 0)
             if self.upstream is not None:
                 self.upstream.write(_LAST_CHUNK)
             else:
@@ -234,6 +260,7 @@ class Exchange:
         if not self.http10 and not self.abandoned:
             head = hdr.response_head(status, fields, chunked=False, connection=b"")
             self.client.write(head)
+            self._interim_sent = True  # a response byte reached the client: no resend
 
     def response_headers(
         self, status: int, fields: list[bytes], content_length: bool, chunked: bool
@@ -246,6 +273,9 @@ class Exchange:
         self._final_seen = True
         if self._timer is not None:
             self._cancel_timer()
+        pool = self.server.pool  # type: ignore[union-attr]
+        if pool.failures:
+            pool.record_success()
         if not self.request_done:
             self._settle_connection()
         # RFC 9110 §6.4.1: HEAD, 1xx, 204 and 304 responses never carry a body.
@@ -294,23 +324,101 @@ class Exchange:
             # response body ends when the server closes the connection.
             self.response_complete()
             return
-        self.upstream_failed(502, "backend closed the connection")
+        self.upstream_failed(502, "backend closed the connection", RESET)
 
-    def upstream_failed(self, status: int, reason: str) -> None:
-        """The backend could not give a complete response."""
+    def upstream_failed(self, status: int, reason: str, kind: str) -> None:
+        """The backend could not give a complete response.
+
+        `kind` is CONNECT (the request never left), RESET (the connection
+        failed or closed after the request was sent), TIMEOUT or INVALID.
+        """
         self._cancel_timer()
         upstream, self.upstream = self.upstream, None
         if upstream is not None:
             upstream.detach()
         if self.abandoned:
             return
-        log.warning("%s %s: %s", self.method, self.target.decode("latin-1"), reason)
+        server = self.server
+        if server is not None and (kind is CONNECT or kind is RESET):
+            server.pool.record_failure(self.route.service.passive)  # type: ignore[union-attr]
+        if self._may_resend(kind) and self._resend(reason):
+            return
+        log.warning(
+            "%s %s -> %s: %s",
+            self.method,
+            self.target.decode("latin-1"),
+            server.url if server is not None else "-",
+            reason,
+        )
         if self.response_started:
             # Part of the response is already with the client; the only
             # honest signal left is to cut the connection.
             self.client.abort()
             return
         self._respond_error(status)
+
+    # -- resending (RFC 9110 §9.2.2) ---------------------------------------------
+
+    def _send_to(self, server: Server) -> None:
+        self.server = server
+        conn = server.pool.acquire()
+        if conn is None:
+            server.pool.connect(self)
+        else:
+            self.upstream_connected(conn)
+
+    def _keep_for_replay(self, parts: tuple[bytes, ...], size: int) -> None:
+        if self._replay_size < 0:
+            return
+        self._replay_size += size
+        if self._replay_size > self.client.runtime.replay_limit:
+            self._replay = None
+            self._replay_size = -1
+        elif self._replay is None:
+            self._replay = list(parts)
+        else:
+            self._replay.extend(parts)
+
+    def _may_resend(self, kind: str) -> bool:
+        """Whether resending is allowed: no response byte has reached the client, and
+        either the request never left, or it is idempotent and its body is still held."""
+        if self._attempts_left <= 0 or self.response_started or self._interim_sent:
+            return False
+        if kind is CONNECT:
+            return True
+        return kind is RESET and self.raw_method in IDEMPOTENT and self._replay_size >= 0
+
+    def _resend(self, reason: str) -> bool:
+        """Send the request again, to a server not tried yet; False if there is none."""
+        tried = self._tried
+        if tried is None:
+            tried = self._tried = [self.server]  # type: ignore[list-item]
+        route = self.route
+        server = route.service.balancer.pick(exclude=tried)  # type: ignore[union-attr]
+        if server is None:
+            return False
+        self._attempts_left -= 1
+        tried.append(server)
+        log.info(
+            "%s %s: %s; resending to %s",
+            self.method,
+            self.target.decode("latin-1"),
+            reason,
+            server.url,
+        )
+        if self._replay is not None and not self._pending:
+            # Sent already (the connection failed afterwards): send it again.
+            self._pending = list(self._replay)
+        delay = route.retry_interval * (2 ** (len(tried) - 2))  # type: ignore[union-attr]
+        if delay > 0:
+            self.client.loop.call_later(delay, self._resend_now, server)
+        else:
+            self._send_to(server)
+        return True
+
+    def _resend_now(self, server: Server) -> None:
+        if not self.abandoned:
+            self._send_to(server)
 
     # -- internals ------------------------------------------------------------
 
@@ -351,7 +459,7 @@ class Exchange:
 
     def _response_header_timeout(self) -> None:
         self._timer = None
-        self.upstream_failed(504, "backend response header timeout")
+        self.upstream_failed(504, "backend response header timeout", TIMEOUT)
 
     def _cancel_timer(self) -> None:
         if self._timer is not None:

@@ -18,9 +18,17 @@ from portside.worker.rules import RequestView, parse_rule
 class Route:
     """One router, compiled: its predicate and the service it sends to."""
 
-    __slots__ = ("name", "priority", "hosts", "match", "service")
+    __slots__ = ("name", "priority", "hosts", "match", "service", "attempts", "retry_interval")
 
-    def __init__(self, name: str, rule: str, priority: int, service: Any) -> None:
+    def __init__(
+        self,
+        name: str,
+        rule: str,
+        priority: int,
+        service: Any,
+        attempts: int = 1,
+        retry_interval: float = 0.0,
+    ) -> None:
         compiled = parse_rule(rule)
         self.name = name
         self.priority = priority
@@ -28,6 +36,10 @@ class Route:
         #: None when the host lookup alone decides (a rule made only of Host matchers).
         self.match: Callable[[RequestView], bool] | None = compiled.match
         self.service = service
+        #: Total attempts a request may take (1: never resent), and the delay
+        #: before the first resend (doubling after each).
+        self.attempts = attempts
+        self.retry_interval = retry_interval
 
 
 class RouteTable:

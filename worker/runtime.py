@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import socket
+from dataclasses import dataclass
 from typing import Any
 
 from portside.master.static_config import StaticConfig
@@ -21,26 +22,61 @@ from portside.worker.upstream import UpstreamPool
 _Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
+#: Resends when nothing is configured: one per other server, at most this many.
+DEFAULT_RESENDS = 3
+
+
 class Server:
     """One backend of a service, as a worker sees it."""
 
-    __slots__ = ("url", "weight", "pool", "available")
+    __slots__ = ("url", "weight", "pool", "healthy")
 
-    def __init__(self, url: str, weight: int, pool: UpstreamPool) -> None:
+    def __init__(self, url: str, weight: int, pool: UpstreamPool, healthy: bool) -> None:
         self.url = url
         self.weight = weight
         self.pool = pool
-        self.available = True
+        #: From the active health checks, via the snapshot.
+        self.healthy = healthy
+
+    @property
+    def available(self) -> bool:
+        """Whether a new request may go here: healthy and not ejected by passive health."""
+        return self.healthy and self.pool.accepting()
+
+
+@dataclass(frozen=True, slots=True)
+class PassiveHealth:
+    """When a server is ejected (loadBalancer.passiveHealthCheck)."""
+
+    max_failed_attempts: int = 3
+    failure_window: float = 10.0
 
 
 class Service:
     """A named group of servers with its balancer."""
 
-    __slots__ = ("name", "balancer")
+    __slots__ = ("name", "balancer", "passive", "retry")
 
-    def __init__(self, name: str, balancer: Balancer) -> None:
+    def __init__(
+        self, name: str, balancer: Balancer, passive: PassiveHealth, retry: dict | None
+    ) -> None:
         self.name = name
         self.balancer = balancer
+        self.passive = passive
+        self.retry = retry  # the service's own retry settings, if any
+
+
+def _retry_policy(retry: dict | None, service: Service) -> tuple[int, float]:
+    """(total attempts, initial interval) for a router: its retry middleware, else
+    the service's retry settings, else one resend per other server (at most 3)."""
+    if retry is None or retry.get("attempts") is None:
+        others = len(service.balancer.servers) - 1
+        attempts = 1 + max(0, min(others, DEFAULT_RESENDS))
+    else:
+        attempts = retry["attempts"]
+    if retry is not None and retry.get("disabled"):
+        attempts = 1
+    return max(1, attempts), float((retry or {}).get("initialInterval", 0.0))
 
 
 class EntryPointRuntime:
@@ -81,6 +117,7 @@ class WorkerRuntime:
         self.config = config
         transport = config.servers_transport
         self.response_header_timeout = transport.response_header_timeout
+        self.replay_limit = transport.replay_buffer_size
         self.entry_points = {
             name: EntryPointRuntime(name, ep.port, ep.idle_timeout, ep.trusted_ips)
             for name, ep in config.entry_points.items()
@@ -103,8 +140,16 @@ class WorkerRuntime:
                     s["host"], s["port"], transport.dial_timeout, transport.max_idle_conns_per_host
                 )
                 wanted_pools[key] = pool
-                servers.append(Server(s["url"], s["weight"], pool))
-            services[name] = Service(name, Balancer(servers, self._counters, spec["slot"]))
+                servers.append(Server(s["url"], s["weight"], pool, s.get("healthy", True)))
+            passive = spec.get("passiveHealthCheck") or {}
+            services[name] = Service(
+                name,
+                Balancer(servers, self._counters, spec["slot"]),
+                PassiveHealth(
+                    passive.get("maxFailedAttempts", 3), passive.get("failureWindow", 10.0)
+                ),
+                spec.get("retry"),
+            )
         for key, pool in self._pools.items():
             if key not in wanted_pools:
                 pool.close()
@@ -114,8 +159,10 @@ class WorkerRuntime:
         for r in snapshot["routers"]:
             for ep in r["entryPoints"]:
                 if ep in routes:
+                    service = services[r["service"]]
+                    attempts, interval = _retry_policy(r.get("retry") or service.retry, service)
                     routes[ep].append(
-                        Route(r["name"], r["rule"], r["priority"], services[r["service"]])
+                        Route(r["name"], r["rule"], r["priority"], service, attempts, interval)
                     )
         for name, ep in self.entry_points.items():
             ep.table = RouteTable(routes[name])

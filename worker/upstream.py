@@ -13,10 +13,12 @@ from typing import TYPE_CHECKING
 
 import httptools
 
+from portside.worker.exchange import CONNECT, INVALID
 from portside.worker.headers import RESPONSE_SPECIAL, connection_tokens, drop_named
 
 if TYPE_CHECKING:
     from portside.worker.exchange import Exchange
+    from portside.worker.runtime import PassiveHealth
 
 log = logging.getLogger("portside.worker")
 
@@ -74,7 +76,7 @@ class UpstreamConnection(asyncio.Protocol):
             exchange, self.exchange = self.exchange, None
             self.close()
             if exchange is not None:
-                exchange.upstream_failed(502, f"invalid response: {exc}")
+                exchange.upstream_failed(502, f"invalid response: {exc}", INVALID)
         else:
             if self._complete:
                 self._finish()
@@ -193,7 +195,18 @@ class UpstreamConnection(asyncio.Protocol):
 class UpstreamPool:
     """Idle keep-alive connections to one backend address, most recent first."""
 
-    __slots__ = ("host", "port", "_idle", "_loop", "_dial_timeout", "_max_idle", "_retired")
+    __slots__ = (
+        "host",
+        "port",
+        "failures",
+        "_idle",
+        "_loop",
+        "_dial_timeout",
+        "_max_idle",
+        "_retired",
+        "_ejected_until",
+        "_probing",
+    )
 
     def __init__(self, host: str, port: int, dial_timeout: float, max_idle: int) -> None:
         self.host = host
@@ -204,6 +217,50 @@ class UpstreamPool:
         self._max_idle = max_idle
         #: The server left the configuration: connections still in use close when done.
         self._retired = False
+        #: Passive health, per worker: consecutive connect failures and resets.
+        self.failures = 0
+        self._ejected_until = 0.0
+        self._probing = False
+
+    # -- passive health ---------------------------------------------------------
+
+    def accepting(self) -> bool:
+        """Whether this backend may get a new request.
+
+        After an ejection has run its time, exactly one request probes the
+        backend before it takes full traffic again (half-open).
+        """
+        if not self._ejected_until:
+            return True
+        if self._probing or self._loop.time() < self._ejected_until:
+            return False
+        self._probing = True
+        return True
+
+    def record_failure(self, passive: PassiveHealth) -> None:
+        """A connect failure or reset: eject after too many in a row."""
+        self.failures += 1
+        if self._probing or self.failures >= passive.max_failed_attempts:
+            if not self._ejected_until or self._probing:
+                log.warning(
+                    "%s:%d ejected for %gs after %d consecutive failures",
+                    self.host,
+                    self.port,
+                    passive.failure_window,
+                    self.failures,
+                )
+            self._ejected_until = self._loop.time() + passive.failure_window
+            self._probing = False
+
+    def record_success(self) -> None:
+        """A response head arrived: the backend is healthy again."""
+        if self._ejected_until:
+            log.info("%s:%d answers again; back in rotation", self.host, self.port)
+        self.failures = 0
+        self._ejected_until = 0.0
+        self._probing = False
+
+    # -- connections --------------------------------------------------------------
 
     def acquire(self) -> UpstreamConnection | None:
         """An idle connection, or None if a new one must be made."""
@@ -242,10 +299,14 @@ class UpstreamPool:
                 self._dial_timeout,
             )
         except TimeoutError:
-            exchange.upstream_failed(504, f"timed out connecting to {self.host}:{self.port}")
+            exchange.upstream_failed(
+                504, f"timed out connecting to {self.host}:{self.port}", CONNECT
+            )
             return
         except OSError as exc:
-            exchange.upstream_failed(502, f"cannot connect to {self.host}:{self.port}: {exc}")
+            exchange.upstream_failed(
+                502, f"cannot connect to {self.host}:{self.port}: {exc}", CONNECT
+            )
             return
         if exchange.abandoned:
             self.release(conn)
