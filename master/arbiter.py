@@ -90,6 +90,9 @@ class Arbiter:
         self.builder = SnapshotBuilder(list(self.config.entry_points), SlotAllocator(self.counters))
         self.snapshot: dict[str, Any] | None = None
         self.provider_configs: dict[str, DynamicConfig] = {}
+        # (service, server url) pairs failing their active health checks. Kept
+        # across discovery restarts until the new process reports its own.
+        self.unhealthy: set[tuple[str, str]] = set()
         self.expected_providers = {
             name
             for name, settings in (
@@ -314,6 +317,8 @@ class Arbiter:
                 child.generation_acked = int(message.get("generation", 0))
             elif kind == "config" and child.slot < 0:
                 self._provider_update(str(message.get("provider")), message.get("config"))
+            elif kind == "health" and child.slot < 0:
+                self._health_update(message.get("unhealthy"))
 
     def _provider_update(self, provider: str, data: dict[str, Any] | None) -> None:
         if data is None:
@@ -329,9 +334,22 @@ class Arbiter:
         if self.expected_providers <= set(self.provider_configs):
             self._publish()
 
+    def _health_update(self, pairs: Any) -> None:
+        try:
+            unhealthy = {(str(service), str(url)) for service, url in pairs}
+        except (TypeError, ValueError):
+            log.error("discovery sent an invalid health report: %r", pairs)
+            return
+        if unhealthy == self.unhealthy:
+            return
+        self.unhealthy = unhealthy
+        # Before the first snapshot there is nothing to correct: it will carry the set.
+        if self.snapshot is not None:
+            self._publish()
+
     def _publish(self) -> None:
         """Build a snapshot from the providers' configurations and send it to every worker."""
-        snapshot = self.builder.build(self.provider_configs)
+        snapshot = self.builder.build(self.provider_configs, unhealthy=self.unhealthy)
         if self.snapshot is not None and _same_routes(snapshot, self.snapshot):
             self.builder.generation -= 1
             return

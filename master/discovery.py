@@ -1,9 +1,10 @@
-"""The discovery process: runs the providers and reports their configurations.
+"""The discovery process: runs the providers and the active health checks.
 
 It is a child of the master, forked before any thread exists. Providers may
 block or use threads here (the Docker provider runs in a thread of its own)
 because this process never forks. Each provider's configuration is sent to the master, in
-Traefik's dynamic-configuration schema, whenever it changes.
+Traefik's dynamic-configuration schema, whenever it changes; the set of
+servers that fail their health checks is sent whenever it changes.
 """
 
 from __future__ import annotations
@@ -16,9 +17,10 @@ import threading
 from typing import Any
 
 from portside.master.channel import encode
-from portside.master.docker_provider import start_watcher
-from portside.master.dynamic_config import DynamicConfig
+from portside.master.dynamic_config import DynamicConfig, parse_dynamic
+from portside.master.errors import ConfigError
 from portside.master.file_provider import POLL_INTERVAL, FileWatcher
+from portside.master.health_checks import HealthChecker
 from portside.master.static_config import StaticConfig
 
 log = logging.getLogger("portside.discovery")
@@ -26,21 +28,7 @@ log = logging.getLogger("portside.discovery")
 
 def to_traefik_schema(config: DynamicConfig) -> dict[str, Any]:
     """The configuration as a dict in Traefik's schema, which the master parses back."""
-    routers: dict[str, Any] = {}
-    for name, r in config.routers.items():
-        router: dict[str, Any] = {"rule": r.rule, "service": r.service}
-        if r.entry_points is not None:
-            router["entryPoints"] = list(r.entry_points)
-        if r.priority is not None:
-            router["priority"] = r.priority
-        routers[name] = router
-    services = {
-        name: {
-            "loadBalancer": {"servers": [{"url": s.url, "weight": s.weight} for s in svc.servers]}
-        }
-        for name, svc in config.services.items()
-    }
-    return {"http": {"routers": routers, "services": services}}
+    return config.schema()
 
 
 def run_discovery(channel: socket.socket, config: StaticConfig) -> int:
@@ -53,20 +41,37 @@ def run_discovery(channel: socket.socket, config: StaticConfig) -> int:
     channel.setblocking(True)
     send_lock = threading.Lock()
 
-    def report(provider: str, body: dict[str, Any] | None) -> None:
-        # The Docker provider reports from its own thread.
+    def send(message: dict[str, Any]) -> None:
+        # The Docker provider and the health checks send from their own threads.
         with send_lock:
-            channel.sendall(encode({"type": "config", "provider": provider, "config": body}))
+            channel.sendall(encode(message))
+
+    def report(provider: str, body: dict[str, Any] | None) -> None:
+        send({"type": "config", "provider": provider, "config": body})
+
+    checker = HealthChecker(
+        lambda unhealthy: send({"type": "health", "unhealthy": sorted(map(list, unhealthy))})
+    )
 
     def report_file(dynamic: DynamicConfig | None) -> None:
         report("file", None if dynamic is None else to_traefik_schema(dynamic))
+        if dynamic is not None:
+            checker.update("file", dynamic)
+
+    def report_docker(body: dict[str, Any]) -> None:
+        report("docker", body)
+        try:
+            dynamic = parse_dynamic(body, "provider docker")
+        except ConfigError:
+            return  # the master parses the same body and logs the problems
+        checker.update("docker", dynamic)
 
     if config.docker_provider is not None:
-        start_watcher(
-            config.docker_provider,
-            list(config.entry_points),
-            lambda body: report("docker", body),
-        )
+        # Imported here: the Docker SDK (with requests) costs a few hundred
+        # milliseconds of start-up that file-only setups need not pay.
+        from portside.master.docker_provider import start_watcher
+
+        start_watcher(config.docker_provider, list(config.entry_points), report_docker)
     watcher = FileWatcher(config.file_provider) if config.file_provider else None
     if watcher is not None:
         _, dynamic = watcher.poll()

@@ -4,8 +4,13 @@ Both prefixes are read, `traefik.` and `portside.`, so existing compose files
 work; when both set the same key, `portside.` wins. Keys are
 case-insensitive, as in Traefik. Two syntaxes are understood:
 
-- v2/v3: `traefik.http.routers.<r>.rule|service|entrypoints|priority` and
-  `traefik.http.services.<s>.loadbalancer.server.port|scheme|weight`;
+- v2/v3: `traefik.http.routers.<r>.rule|service|entrypoints|priority|middlewares`,
+  `traefik.http.services.<s>.loadbalancer.server.port|scheme|weight`,
+  `traefik.http.services.<s>.loadbalancer.healthcheck.path|interval|timeout|...`,
+  `...loadbalancer.passivehealthcheck.maxfailedattempts|failurewindow`,
+  `...loadbalancer.retry.attempts|disabled` (portside's extension) and
+  `traefik.http.middlewares.<m>.retry.attempts|initialinterval` (other
+  middleware types are accepted with a warning and do nothing);
 - v1, as in the write-up: `traefik.backend`, `traefik.frontend.rule`
   (`Host:a,b` means OR, `;` means AND), `traefik.port`, `traefik.weight`.
 
@@ -18,10 +23,25 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
+from portside.master.dynamic_config import (
+    HEALTH_CHECK_IGNORED,
+    HEALTH_CHECK_OPTIONS,
+    IGNORED_MIDDLEWARES,
+    PASSIVE_HEALTH_OPTIONS,
+    RETRY_OPTIONS,
+    SERVICE_RETRY_OPTIONS,
+    parse_health_check,
+    parse_passive_health,
+    parse_retry,
+    reference_problem,
+)
+from portside.master.errors import ConfigError, Problems
+from portside.master.schema import Table
 from portside.master.static_config import DockerProvider
 from portside.worker.rules import RuleError, parse_rule
 
@@ -40,19 +60,44 @@ _V1_MATCHERS = {
     "pathprefix": "PathPrefix",
     "method": "Method",
 }
-_ROUTER_OPTIONS = ("rule", "service", "entrypoints", "priority")
+_ROUTER_OPTIONS = ("rule", "service", "entrypoints", "priority", "middlewares")
 _SERVER_OPTIONS = ("port", "scheme", "weight")
 # Traefik options portside does not implement yet: accepted with a warning,
 # so a compose file written for Traefik still routes.
-_IGNORED_ROUTER_OPTIONS = ("middlewares", "tls", "observability")
+_IGNORED_ROUTER_OPTIONS = ("tls", "observability")
 _IGNORED_SERVICE_OPTIONS = (
-    "healthcheck",
     "passhostheader",
     "sticky",
     "serverstransport",
     "responseforwarding",
 )
-_IGNORED_SECTIONS = ("http.middlewares.", "http.serverstransports.", "tcp.", "udp.", "tls.")
+_IGNORED_SECTIONS = ("http.serverstransports.", "tcp.", "udp.", "tls.")
+
+
+@dataclass(frozen=True)
+class _Section:
+    """A table of options that labels spell in lower case: Traefik's name for it, its
+    option names, those accepted but ignored, and the file provider's validator."""
+
+    name: str
+    options: tuple[str, ...]
+    ignored: tuple[str, ...]
+    validate: Callable[[Table], object]
+
+
+# The sections below a service's `loadbalancer`, by their label spelling.
+_SERVICE_SECTIONS = {
+    "retry": _Section("retry", SERVICE_RETRY_OPTIONS, (), partial(parse_retry, service=True)),
+    "passivehealthcheck": _Section(
+        "passiveHealthCheck", PASSIVE_HEALTH_OPTIONS, (), parse_passive_health
+    ),
+    "healthcheck": _Section(
+        "healthCheck", HEALTH_CHECK_OPTIONS, HEALTH_CHECK_IGNORED, parse_health_check
+    ),
+}
+_RETRY_MIDDLEWARE = _Section("retry", RETRY_OPTIONS, (), partial(parse_retry, service=False))
+_MIDDLEWARE_TYPES = {kind.lower(): kind for kind in ("retry", *IGNORED_MIDDLEWARES)}
+_INTEGER = re.compile(r"-?[0-9]+")
 
 
 class LabelError(Exception):
@@ -123,6 +168,11 @@ class Routing:
 
     routers: dict[str, dict[str, Any]] = field(default_factory=dict)
     servers: dict[str, dict[str, Any]] = field(default_factory=dict)  # service -> its server
+    # service -> its `loadBalancer` options other than servers ("healthCheck",
+    # "passiveHealthCheck", "retry"); only for services with such labels.
+    service_options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # middleware -> {type: options}, e.g. {"retry": {"attempts": 3}} or {"headers": {}}
+    middlewares: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 def normalize(name: str) -> str:
@@ -278,6 +328,7 @@ def _router(
     entry_points_value: tuple[str, str] | None,
     priority: tuple[str, str] | None,
     known_entry_points: Collection[str],
+    middlewares: tuple[str, str] | None = None,
 ) -> dict[str, Any]:
     try:
         parse_rule(rule)
@@ -297,7 +348,91 @@ def _router(
         router["entryPoints"] = names
     if priority is not None:
         router["priority"] = _weight(*priority)
+    if middlewares is not None:
+        router["middlewares"] = _middleware_references(*middlewares)
     return router
+
+
+def _reference(value: str, label: str) -> str:
+    """A service or middleware name as a router label gives it."""
+    name = value.strip()
+    problem = "must not be empty" if not name else reference_problem(name)
+    if problem is not None:
+        raise LabelError(label, problem)
+    # Label keys, hence the names they define, are lower-cased; "name@provider"
+    # points elsewhere, where names keep their case.
+    return name if "@" in name else name.lower()
+
+
+def _middleware_references(value: str, label: str) -> list[str]:
+    names = [_reference(name, label) for name in value.split(",") if name.strip()]
+    if not names:
+        raise LabelError(label, f"expected middleware names separated by commas, got {value!r}")
+    return names
+
+
+def _typed(value: str) -> str | int | bool:
+    """A label's value as Traefik's schema would type it: labels are all text."""
+    text = value.strip()
+    if text.lower() in ("true", "false"):
+        return text.lower() == "true"
+    return int(text) if _INTEGER.fullmatch(text) else text
+
+
+class _LabelProblems(Problems):
+    """Problems kept as (dotted key, message) too, so each can name its label."""
+
+    __slots__ = ("found",)
+
+    def __init__(self) -> None:
+        super().__init__("labels")
+        self.found: list[tuple[str | None, str]] = []
+
+    def add(self, key: str | None, message: str) -> None:
+        super().add(key, message)
+        self.found.append((key, message))
+
+    def extend(self, error: ConfigError) -> None:
+        # Durations arrive formatted, as "labels: KEY: message".
+        super().extend(error)
+        for text in error.problems:
+            key, _, message = text.removeprefix(f"{self.source}: ").partition(": ")
+            self.found.append((key, message))
+
+
+def _section(
+    info: ContainerInfo, section: _Section, options: dict[str, tuple[str, str]], prefix: str
+) -> dict[str, Any]:
+    """One section's labels (option -> (value, label)) as its table in Traefik's schema,
+    validated as the file provider validates it. `prefix` names the section's labels."""
+    names = {name.lower(): name for name in section.options}
+    ignored = {name.lower() for name in section.ignored}
+    data: dict[str, Any] = {}
+    problems = _LabelProblems()
+    table = Table(data, "", problems)
+    labels: dict[str, str] = {}  # dotted key in `table` -> the label that set it
+    for option, (value, label) in options.items():
+        head, _, rest = option.partition(".")
+        if head in ignored:
+            _ignored(info, label)
+            continue
+        if not head:
+            raise LabelError(label, "unknown label")
+        # An unknown option goes in as spelled, for the validator's "did you mean".
+        name = names.get(head, head)
+        if rest:  # e.g. healthcheck.headers.X-Foo: a table, as in Traefik
+            nested = data.get(name)
+            data[name] = (nested if isinstance(nested, dict) else {}) | {rest: value}
+        else:
+            data[name] = _typed(value)
+        labels[table.child(name)] = label
+    section.validate(table)
+    if problems.found:
+        # The first problem about a label that is set, else the first at all: a
+        # missing option has no label, so name the label that would set it.
+        key, message = min(problems.found, key=lambda found: found[0] not in labels)
+        raise LabelError(labels.get(key or "", f"{prefix}.{(key or '').lower()}"), message)
+    return data
 
 
 def _v2_routing(
@@ -309,6 +444,9 @@ def _v2_routing(
 ) -> Routing:
     routers: dict[str, dict[str, tuple[str, str]]] = {}
     services: dict[str, dict[str, tuple[str, str]]] = {}
+    # service -> section (label spelling) -> option -> (value, label)
+    sections: dict[str, dict[str, dict[str, tuple[str, str]]]] = {}
+    middlewares: dict[str, dict[str, dict[str, tuple[str, str]]]] = {}  # name -> type -> ...
     for key, entry in labels.items():
         if key in ("enable", "docker.network"):
             continue
@@ -316,6 +454,9 @@ def _v2_routing(
             _ignored(info, entry[1])
             continue
         parts = key.split(".")
+        if len(parts) >= 4 and parts[0] == "http" and "@" in parts[2]:
+            # The master would reject the whole provider's configuration.
+            raise LabelError(entry[1], "a name must not contain '@'")
         if len(parts) >= 4 and parts[0] == "http" and parts[1] == "routers":
             option = ".".join(parts[3:])
             if option in _ROUTER_OPTIONS:
@@ -324,10 +465,18 @@ def _v2_routing(
             if parts[3] in _IGNORED_ROUTER_OPTIONS:
                 _ignored(info, entry[1])
                 continue
+        elif len(parts) >= 4 and parts[:2] == ["http", "middlewares"]:
+            kinds = middlewares.setdefault(parts[2], {})
+            kinds.setdefault(parts[3], {})[".".join(parts[4:])] = entry
+            continue
         elif len(parts) >= 5 and parts[:2] == ["http", "services"] and parts[3] == "loadbalancer":
-            option = ".".join(parts[4:])
             if parts[4] == "server" and len(parts) == 6 and parts[5] in _SERVER_OPTIONS:
                 services.setdefault(parts[2], {})[parts[5]] = entry
+                continue
+            if parts[4] in _SERVICE_SECTIONS and len(parts) >= 6:
+                services.setdefault(parts[2], {})  # options alone define the service too
+                by_section = sections.setdefault(parts[2], {}).setdefault(parts[4], {})
+                by_section[".".join(parts[5:])] = entry
                 continue
             if parts[4] in _IGNORED_SERVICE_OPTIONS:
                 _ignored(info, entry[1])
@@ -341,13 +490,24 @@ def _v2_routing(
         routing.servers[name] = _server(
             info, ip, options.get("port"), options.get("weight"), options.get("scheme")
         )
+        balancer = {
+            _SERVICE_SECTIONS[section].name: _section(
+                info,
+                _SERVICE_SECTIONS[section],
+                section_options,
+                f"traefik.http.services.{name}.loadbalancer.{section}",
+            )
+            for section, section_options in sections.get(name, {}).items()
+        }
+        if balancer:
+            routing.service_options[name] = balancer
+    for name, kinds in middlewares.items():
+        routing.middlewares[name] = _middleware(info, name, kinds)
     if not routers and settings.default_rule and len(services) == 1:
         routers[info.service_name] = {}
     for name, options in routers.items():
         if "service" in options:
-            service = options["service"][0].strip()
-            if "@" not in service:
-                service = service.lower()  # label keys, hence service names, are lower-cased
+            service = _reference(*options["service"])
         elif len(services) == 1:
             service = next(iter(services))
         else:
@@ -365,8 +525,29 @@ def _v2_routing(
             options.get("entrypoints"),
             options.get("priority"),
             entry_points,
+            options.get("middlewares"),
         )
     return routing
+
+
+def _middleware(
+    info: ContainerInfo, name: str, kinds: dict[str, dict[str, tuple[str, str]]]
+) -> dict[str, Any]:
+    """One middleware's labels (type -> option -> (value, label)) as Traefik's schema."""
+    first_label = next(label for options in kinds.values() for _, label in options.values())
+    if len(kinds) > 1:
+        # As Traefik, and as the file provider: one middleware, one type.
+        raise LabelError(first_label, f"one type per middleware, got {', '.join(kinds)}")
+    [(kind, options)] = kinds.items()
+    if kind not in _MIDDLEWARE_TYPES:
+        raise LabelError(first_label, f"unknown middleware type {kind!r}")
+    if kind != "retry":
+        # Kept, without its options, so that routers naming it still route.
+        for _, label in options.values():
+            _ignored(info, label)
+        return {_MIDDLEWARE_TYPES[kind]: {}}
+    prefix = f"traefik.http.middlewares.{name}.retry"
+    return {"retry": _section(info, _RETRY_MIDDLEWARE, options, prefix)}
 
 
 def _v1_routing(

@@ -83,32 +83,51 @@ class DockerWatcher:
     # -- the model ------------------------------------------------------------
 
     def configuration(self) -> dict[str, Any]:
-        """The merged routers and services, in Traefik's dynamic-configuration schema."""
+        """The merged routers, services and middlewares, in Traefik's schema.
+
+        Where containers define the same router, service options or
+        middleware, the first container by name wins.
+        """
         routers: dict[str, dict[str, Any]] = {}
         servers: dict[str, list[dict[str, Any]]] = {}
+        options: dict[str, dict[str, Any]] = {}
+        middlewares: dict[str, dict[str, Any]] = {}
         for tracked in sorted(self._containers.values(), key=lambda t: t.info.name):
             routing = tracked.routing
             if routing is None:
                 continue
             for name, router in routing.routers.items():
-                if name in routers and routers[name] != router:
-                    continue  # the first container (by name) defines a shared router
-                routers[name] = router
+                routers.setdefault(name, router)
             for name, server in routing.servers.items():
                 members = servers.setdefault(name, [])
                 # Routers stay while a service drains, so clients get 503 (no
                 # server available), not 404, until the last container is gone.
                 if tracked.in_rotation:
                     members.append(server)
+            for name, service_options in routing.service_options.items():
+                options.setdefault(name, service_options)
+            for name, middleware in routing.middlewares.items():
+                middlewares.setdefault(name, middleware)
         for name, router in list(routers.items()):
+            # One container naming something nobody defines must not make
+            # the master reject every container's routes.
             service = router["service"]
+            missing = [m for m in router.get("middlewares", ()) if "@" not in m]
+            missing = [m for m in missing if m not in middlewares]
             if "@" not in service and service not in servers:
-                # One container naming a service nobody defines must not
-                # make the master reject every container's routes.
                 self._problem(f"router {name}: unknown service {service!r}; router skipped")
                 del routers[name]
-        services = {name: {"loadBalancer": {"servers": s}} for name, s in servers.items()}
-        return {"http": {"routers": routers, "services": services}}
+            elif missing:
+                self._problem(f"router {name}: unknown middleware {missing[0]!r}; router skipped")
+                del routers[name]
+        services = {
+            name: {"loadBalancer": {**options.get(name, {}), "servers": members}}
+            for name, members in servers.items()
+        }
+        config: dict[str, Any] = {"routers": routers, "services": services}
+        if middlewares:
+            config["middlewares"] = middlewares
+        return {"http": config}
 
     def _problem(self, text: str) -> None:
         """Log a configuration problem once, not on every event."""

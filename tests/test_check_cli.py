@@ -70,7 +70,24 @@ def test_unsupported_section_is_a_warning_not_an_error(tmp_path) -> None:
     dynamic.write_text(DYNAMIC + "[http.middlewares.m.stripPrefix]\nprefixes = ['/a']\n")
     result = check(static)
     assert result.returncode == 0, result.stderr
-    assert f"warning: {dynamic}: http.middlewares: not supported yet, ignored" in result.stderr
+    warning = f"warning: {dynamic}: http.middlewares.m.stripPrefix: not supported yet, ignored"
+    assert warning in result.stderr
+
+
+def test_retry_and_health_check_keys_are_valid(tmp_path) -> None:
+    static = tmp_path / "static.toml"
+    dynamic = tmp_path / "dynamic.toml"
+    static.write_text(static_text(f'[providers.file]\nfilename = "{dynamic}"\n'))
+    dynamic.write_text(
+        DYNAMIC.replace('entryPoints = ["web"]', 'middlewares = ["retry"]')
+        + "[http.services.whoami.loadBalancer.healthCheck]\npath = '/health'\n"
+        + "[http.services.whoami.loadBalancer.passiveHealthCheck]\nmaxFailedAttempts = 2\n"
+        + "[http.middlewares.retry.retry]\nattempts = 3\ninitialInterval = '100ms'\n"
+    )
+    result = check(static)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [f"{static}: OK", f"{dynamic}: OK"]
+    assert result.stderr == ""
 
 
 @pytest.mark.parametrize(
@@ -130,6 +147,28 @@ def test_missing_static_file(tmp_path) -> None:
         (
             DYNAMIC.replace("http://127.0.0.1:9001", "https://127.0.0.1:9001"),
             "http.services.whoami.loadBalancer.servers[0].url: https upstreams are not supported",
+        ),
+        (
+            DYNAMIC.replace('entryPoints = ["web"]', 'middlewares = ["retyr"]')
+            + "[http.middlewares.retry.retry]\nattempts = 3\n",
+            "http.routers.whoami.middlewares: unknown middleware 'retyr' (did you mean 'retry'?)",
+        ),
+        (
+            DYNAMIC + "[http.middlewares.retry.retry]\nattempts = -1\n",
+            "http.middlewares.retry.retry.attempts: must be >= 0, got -1",
+        ),
+        (
+            DYNAMIC + "[http.services.whoami.loadBalancer.healthCheck]\npath = 'health'\n",
+            "http.services.whoami.loadBalancer.healthCheck.path: expected a path starting with '/'",
+        ),
+        (
+            DYNAMIC + "[http.services.whoami.loadBalancer.passiveHealthCheck]\n"
+            "failureWindow = '10 s'\n",
+            "http.services.whoami.loadBalancer.passiveHealthCheck.failureWindow: expected a",
+        ),
+        (
+            DYNAMIC + "[http.services.whoami.loadBalancer.retry]\ndisabled = 1\n",
+            "http.services.whoami.loadBalancer.retry.disabled: expected a boolean",
         ),
     ],
 )

@@ -18,6 +18,13 @@ from portside.master.docker_labels import (
     normalize,
     render_default_rule,
 )
+from portside.master.dynamic_config import (
+    HealthCheckConf,
+    MiddlewareConf,
+    PassiveHealthConf,
+    RetryConf,
+    parse_dynamic,
+)
 from portside.master.static_config import DockerProvider
 
 ENTRY_POINTS = ("web", "admin")
@@ -469,10 +476,8 @@ def test_unknown_label(label: str) -> None:
 @pytest.mark.parametrize(
     "label",
     [
-        "traefik.http.routers.r.middlewares",
         "traefik.http.routers.r.tls",
         "traefik.http.routers.r.tls.certresolver",
-        "traefik.http.services.s.loadbalancer.healthcheck.path",
         "traefik.http.services.s.loadbalancer.passhostheader",
         "traefik.http.middlewares.auth.basicauth.users",
         "traefik.tcp.routers.db.rule",
@@ -489,6 +494,251 @@ def test_not_yet_supported_labels_are_ignored_with_a_warning(
     [record] = caplog.records
     assert record.levelno == logging.WARNING
     assert "whoami-1" in record.getMessage() and label in record.getMessage()
+
+
+# -- middlewares, retries and health checks -------------------------------------------------
+
+
+SVC = "traefik.http.services.s.loadbalancer"
+OPTIONS = {
+    **ENABLED,
+    "traefik.http.routers.r.rule": "Host(`a`)",
+    "traefik.http.routers.r.middlewares": "Retry-3, auth, other@File",
+    "traefik.http.middlewares.Retry-3.retry.attempts": "4",
+    "traefik.http.middlewares.retry-3.retry.initialInterval": "100ms",
+    "traefik.http.middlewares.auth.basicauth.users": "u:hash",
+    f"{SVC}.healthcheck.path": "/health",
+    f"{SVC}.healthcheck.interval": "5s",
+    f"{SVC}.healthcheck.timeout": "2",
+    f"{SVC}.healthcheck.scheme": "http",
+    f"{SVC}.healthcheck.hostname": "s.internal",
+    f"{SVC}.healthcheck.status": "204",
+    f"{SVC}.passivehealthcheck.maxFailedAttempts": "2",
+    f"{SVC}.PassiveHealthCheck.failurewindow": "30s",
+    f"{SVC}.retry.attempts": "0",
+    f"{SVC}.retry.disabled": " True ",
+}
+
+
+def test_v2_middlewares_and_service_options() -> None:
+    result = exposed_routing(OPTIONS)
+    # Names defined by labels are lower-cased with their keys, so references are too.
+    assert result.routers["r"] == {
+        "rule": "Host(`a`)",
+        "service": "s",
+        "middlewares": ["retry-3", "auth", "other@File"],
+    }
+    assert result.middlewares == {
+        "retry-3": {"retry": {"attempts": 4, "initialInterval": "100ms"}},
+        "auth": {"basicAuth": {}},  # kept, without options, so that "auth" resolves
+    }
+    assert result.servers == {"s": {"url": "http://172.17.0.5:80"}}
+    assert result.service_options == {
+        "s": {
+            "healthCheck": {
+                "path": "/health",
+                "interval": "5s",
+                "timeout": 2,
+                "scheme": "http",
+                "hostname": "s.internal",
+                "status": 204,
+            },
+            "passiveHealthCheck": {"maxFailedAttempts": 2, "failureWindow": "30s"},
+            "retry": {"attempts": 0, "disabled": True},
+        }
+    }
+
+
+def test_label_options_parse_as_the_file_provider_parses_them() -> None:
+    """The provider's merged config (Traefik's schema) is what the master parses."""
+    result = exposed_routing(OPTIONS)
+    # What DockerWatcher.configuration makes of one container.
+    balancer = {**result.service_options["s"], "servers": [result.servers["s"]]}
+    config = parse_dynamic(
+        {
+            "http": {
+                "routers": result.routers,
+                "services": {"s": {"loadBalancer": balancer}},
+                "middlewares": result.middlewares,
+            }
+        },
+        "provider docker",
+    )
+    assert config.routers["r"].middlewares == ("retry-3", "auth", "other@File")
+    assert config.middlewares == {
+        "retry-3": MiddlewareConf("retry-3", RetryConf(4, 0.1, False)),
+        "auth": MiddlewareConf("auth", None, "basicAuth"),
+    }
+    service = config.services["s"]
+    assert service.health_check == HealthCheckConf("/health", 5.0, 2.0, "http", "s.internal", 204)
+    assert service.passive == PassiveHealthConf(2, 30.0)
+    assert service.retry == RetryConf(0, 0.0, True)
+
+
+def test_service_options_alone_define_the_service() -> None:
+    labels = {**ENABLED, f"{SVC}.healthcheck.path": "/h"}
+    result = exposed_routing(labels, settings=DEFAULT_RULE)
+    assert result.servers == {"s": {"url": "http://172.17.0.5:80"}}
+    assert result.service_options == {"s": {"healthCheck": {"path": "/h"}}}
+    assert result.routers["whoami-1"]["service"] == "s"
+
+
+def test_no_options_no_entries() -> None:
+    result = exposed_routing({**ENABLED, "traefik.http.routers.r.rule": "Host(`a`)"})
+    assert (result.service_options, result.middlewares) == ({}, {})
+    assert "middlewares" not in result.routers["r"]
+
+
+@pytest.mark.parametrize(
+    ("labels", "label", "fragment"),
+    [
+        ({f"{SVC}.healthcheck.path": "health"}, f"{SVC}.healthcheck.path", "starting with '/'"),
+        # A missing option is named by the label that would set it.
+        ({f"{SVC}.healthcheck.interval": "5s"}, f"{SVC}.healthcheck.path", "required"),
+        (
+            {f"{SVC}.healthcheck.path": "/h", f"{SVC}.healthcheck.interval": "5 s"},
+            f"{SVC}.healthcheck.interval",
+            "expected a duration",
+        ),
+        (
+            {f"{SVC}.healthcheck.path": "/h", f"{SVC}.healthcheck.timeout": "0s"},
+            f"{SVC}.healthcheck.timeout",
+            "must be greater than 0",
+        ),
+        (
+            {f"{SVC}.healthcheck.path": "/h", f"{SVC}.healthcheck.scheme": "https"},
+            f"{SVC}.healthcheck.scheme",
+            "only http is supported",
+        ),
+        (
+            {f"{SVC}.healthcheck.path": "/h", f"{SVC}.healthcheck.status": "600"},
+            f"{SVC}.healthcheck.status",
+            "between 100 and 599",
+        ),
+        (
+            {f"{SVC}.healthcheck.path": "/h", f"{SVC}.healthcheck.status": "ok"},
+            f"{SVC}.healthcheck.status",
+            "expected an integer",
+        ),
+        (
+            {f"{SVC}.healthcheck.path": "/h", f"{SVC}.HealthCheck.Port": "8080"},
+            f"{SVC}.HealthCheck.Port",
+            "not supported yet",
+        ),
+        (
+            {f"{SVC}.healthcheck.path": "/h", f"{SVC}.healthcheck.headers.X-Probe": "1"},
+            f"{SVC}.healthcheck.headers.X-Probe",
+            "not supported yet",
+        ),
+        (
+            {f"{SVC}.healthcheck.path": "/h", f"{SVC}.healthcheck.intervall": "1s"},
+            f"{SVC}.healthcheck.intervall",
+            "unknown key (did you mean 'interval'?)",
+        ),
+        (
+            {f"{SVC}.passivehealthcheck.maxfailedattempts": "0"},
+            f"{SVC}.passivehealthcheck.maxfailedattempts",
+            "must be >= 1, got 0",
+        ),
+        (
+            {f"{SVC}.passivehealthcheck.failurewindow": "soon"},
+            f"{SVC}.passivehealthcheck.failurewindow",
+            "expected a duration",
+        ),
+        ({f"{SVC}.retry.attempts": "-1"}, f"{SVC}.retry.attempts", "must be >= 0, got -1"),
+        ({f"{SVC}.retry.attempts": "two"}, f"{SVC}.retry.attempts", "expected an integer"),
+        ({f"{SVC}.retry.disabled": "yes"}, f"{SVC}.retry.disabled", "expected a boolean"),
+        (
+            {f"{SVC}.retry.attempts.x": "1"},
+            f"{SVC}.retry.attempts.x",
+            "expected an integer, got table",
+        ),
+        (
+            {"traefik.http.middlewares.m.retry.initialinterval": "1s"},
+            "traefik.http.middlewares.m.retry.attempts",
+            "required",
+        ),
+        (
+            {
+                "traefik.http.middlewares.m.retry.attempts": "3",
+                "traefik.http.middlewares.m.retry.disabled": "true",
+            },
+            "traefik.http.middlewares.m.retry.disabled",
+            "unknown key",
+        ),
+        (
+            {"traefik.http.middlewares.m.retry": "true"},
+            "traefik.http.middlewares.m.retry",
+            "unknown label",
+        ),
+        (
+            {"traefik.http.middlewares.m.bogus.x": "1"},
+            "traefik.http.middlewares.m.bogus.x",
+            "unknown middleware type 'bogus'",
+        ),
+        (
+            {
+                "traefik.http.middlewares.m.retry.attempts": "3",
+                "traefik.http.middlewares.m.headers.customrequestheaders.x": "1",
+            },
+            "traefik.http.middlewares.m.retry.attempts",
+            "one type per middleware",
+        ),
+        (
+            {"traefik.http.middlewares.m@file.retry.attempts": "3"},
+            "traefik.http.middlewares.m@file.retry.attempts",
+            "must not contain '@'",
+        ),
+        (
+            {"traefik.http.routers.r.middlewares": " , "},
+            "traefik.http.routers.r.middlewares",
+            "expected middleware names separated by commas",
+        ),
+        (
+            {"traefik.http.routers.r.middlewares": "a, b@"},
+            "traefik.http.routers.r.middlewares",
+            "expected 'name' or 'name@provider', got 'b@'",
+        ),
+        (
+            {"traefik.http.routers.r.service": "s@"},
+            "traefik.http.routers.r.service",
+            "expected 'name' or 'name@provider'",
+        ),
+        ({"traefik.http.routers.r.service": " "}, "traefik.http.routers.r.service", "empty"),
+    ],
+)
+def test_invalid_option_names_the_label(labels: dict[str, str], label: str, fragment: str) -> None:
+    error = label_error({**ENABLED, "traefik.http.routers.r.rule": "Host(`a`)", **labels})
+    assert error.label == label
+    assert fragment in error.reason, error.reason
+
+
+def test_ignored_options_warn(caplog: pytest.LogCaptureFixture) -> None:
+    labels = {
+        **ENABLED,
+        f"{SVC}.healthcheck.path": "/h",
+        f"{SVC}.healthcheck.method": "HEAD",
+        f"{SVC}.healthcheck.followredirects": "false",
+        "traefik.http.middlewares.strip.stripprefix.prefixes": "/a,/b",
+    }
+    with caplog.at_level(logging.WARNING, logger="portside.docker"):
+        result = exposed_routing(labels)
+    assert result.service_options == {"s": {"healthCheck": {"path": "/h"}}}
+    assert result.middlewares == {"strip": {"stripPrefix": {}}}
+    assert sorted(r.getMessage() for r in caplog.records) == [
+        f"container whoami-1: label {label}: not supported yet, ignored"
+        for label in sorted(labels)
+        if label.endswith(("prefixes", "method", "followredirects"))
+    ]
+
+
+def test_portside_prefix_wins_for_options() -> None:
+    labels = {
+        **ENABLED,
+        f"{SVC}.retry.attempts": "-5",
+        "portside.http.services.s.loadbalancer.retry.attempts": "2",
+    }
+    assert exposed_routing(labels).service_options == {"s": {"retry": {"attempts": 2}}}
 
 
 # -- defaultRule and naming ----------------------------------------------------------------

@@ -13,6 +13,10 @@ import pytest
 
 from portside.master.dynamic_config import (
     DynamicConfig,
+    HealthCheckConf,
+    MiddlewareConf,
+    PassiveHealthConf,
+    RetryConf,
     RouterConf,
     ServerConf,
     ServiceConf,
@@ -323,12 +327,15 @@ def test_reference_to_invalid_service_is_not_reported_as_unknown() -> None:
 @pytest.mark.parametrize(
     ("text", "key"),
     [
-        ("[http.middlewares.strip.stripPrefix]\nprefixes = ['/a']\n", "http.middlewares"),
-        (SERVICE + ROUTER + 'middlewares = ["strip"]\n', "http.routers.r.middlewares"),
+        (
+            "[http.middlewares.strip.stripPrefix]\nprefixes = ['/a']\n",
+            "http.middlewares.strip.stripPrefix",
+        ),
         (ROUTER + SERVICE + "[http.routers.r.tls]\n", "http.routers.r.tls"),
         (
-            ROUTER + SERVICE + "[http.services.svc.loadBalancer.healthCheck]\npath = '/h'\n",
-            "http.services.svc.loadBalancer.healthCheck",
+            ROUTER + SERVICE + "[http.services.svc.loadBalancer.healthCheck]\n"
+            "path = '/h'\nfollowRedirects = false\n",
+            "http.services.svc.loadBalancer.healthCheck.followRedirects",
         ),
         (
             ROUTER + SERVICE + "[http.services.svc.loadBalancer.sticky.cookie]\n",
@@ -352,6 +359,316 @@ def test_unsupported_traefik_sections_warn(text: str, key: str, caplog) -> None:
         parse(text)
     messages = [r.getMessage() for r in caplog.records if r.name == "portside.config"]
     assert f"{SOURCE}: {key}: not supported yet, ignored" in messages
+
+
+# --- middlewares, retries, health checks ------------------------------------------------------
+
+MIDDLEWARE = "[http.middlewares.retry-3.retry]\nattempts = 3\n"
+BALANCER = "http.services.svc.loadBalancer"
+
+
+def test_middlewares_and_service_options() -> None:
+    config = parse(
+        f"""
+        [http.routers.r]
+        rule = "{RULE}"
+        service = "svc"
+        middlewares = ["retry-3", "strip", "auth@docker"]
+
+        [http.middlewares.retry-3.retry]
+        attempts = 3
+        initialInterval = "100ms"
+
+        [http.middlewares.strip.stripPrefix]
+        prefixes = ["/api"]
+
+        [http.services.svc.loadBalancer]
+        servers = [{{ url = "http://127.0.0.1:9001" }}]
+
+        [http.services.svc.loadBalancer.retry]
+        attempts = 2
+
+        [http.services.svc.loadBalancer.passiveHealthCheck]
+        maxFailedAttempts = 5
+        failureWindow = "30s"
+
+        [http.services.svc.loadBalancer.healthCheck]
+        path = "/health?full=1"
+        interval = "10s"
+        timeout = 2
+        scheme = "HTTP"
+        hostname = "svc.internal"
+        status = 204
+        """
+    )
+    assert config.routers["r"].middlewares == ("retry-3", "strip", "auth@docker")
+    assert config.middlewares == {
+        "retry-3": MiddlewareConf("retry-3", RetryConf(3, 0.1, False)),
+        "strip": MiddlewareConf("strip", None, "stripPrefix"),
+    }
+    service = config.services["svc"]
+    assert service.retry == RetryConf(attempts=2, initial_interval=0.0, disabled=False)
+    assert service.passive == PassiveHealthConf(max_failed_attempts=5, failure_window=30.0)
+    assert service.health_check == HealthCheckConf(
+        path="/health?full=1",
+        interval=10.0,
+        timeout=2.0,
+        scheme="http",
+        hostname="svc.internal",
+        status=204,
+    )
+
+
+def test_service_option_defaults() -> None:
+    config = parse(
+        SERVICE + "[http.services.svc.loadBalancer.healthCheck]\npath = '/h'\n"
+        "[http.services.svc.loadBalancer.retry]\ndisabled = true\n"
+    )
+    service = config.services["svc"]
+    # Traefik's defaults for the health check; 3 failures and 10 s for passive health.
+    assert service.health_check == HealthCheckConf("/h", 30.0, 5.0, "http", None, None)
+    assert service.passive == PassiveHealthConf(3, 10.0)
+    assert service.retry == RetryConf(None, 0.0, True)
+    plain = parse(SERVICE).services["svc"]
+    assert (plain.retry, plain.passive, plain.health_check) == (None, PassiveHealthConf(), None)
+    assert parse(SERVICE + ROUTER).routers["r"].middlewares == ()
+
+
+def test_retry_attempts_zero_is_accepted() -> None:
+    config = parse(
+        "[http.middlewares.off.retry]\nattempts = 0\n"
+        + SERVICE
+        + "[http.services.svc.loadBalancer.retry]\nattempts = 0\n"
+    )
+    assert config.middlewares["off"].retry == RetryConf(0, 0.0, False)
+    assert config.services["svc"].retry == RetryConf(0, 0.0, False)
+
+
+def test_middleware_may_be_defined_in_another_file(tmp_path) -> None:
+    (tmp_path / "a.toml").write_text(ROUTER + 'middlewares = ["retry-3"]\n' + SERVICE)
+    (tmp_path / "b.toml").write_text(MIDDLEWARE)
+    config = load_dynamic_dir(str(tmp_path))
+    assert set(config.middlewares) == {"retry-3"}
+
+
+def test_reference_to_invalid_middleware_is_not_reported_as_unknown() -> None:
+    text = ROUTER + 'middlewares = ["m"]\n' + SERVICE + "[http.middlewares.m.retry]\n"
+    assert problems_of(text) == [
+        f"{SOURCE}: http.middlewares.m.retry.attempts: required key is missing"
+    ]
+
+
+def test_router_using_an_ignored_middleware_warns_once(caplog) -> None:
+    text = (
+        ROUTER
+        + 'middlewares = ["strip"]\n'
+        + '[http.routers.r2]\nrule = "Host(`b`)"\nservice = "svc"\nmiddlewares = ["strip"]\n'
+        + SERVICE
+        + "[http.middlewares.strip.stripPrefix]\nprefixes = ['/a']\n"
+    )
+    with caplog.at_level(logging.WARNING, logger="portside.config"):
+        config = parse(text)
+    assert config.routers["r"].middlewares == config.routers["r2"].middlewares == ("strip",)
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{SOURCE}: http.middlewares.strip.stripPrefix: not supported yet, ignored"
+    ]
+
+
+MW = "http.middlewares"
+ROUTER_MW = SERVICE + ROUTER + "middlewares = "
+
+
+@pytest.mark.parametrize(
+    ("text", "key", "fragment"),
+    [
+        # router references
+        (ROUTER_MW + '["nope"]\n', "http.routers.r.middlewares", "unknown middleware 'nope'"),
+        (
+            ROUTER_MW + '["retry3"]\n' + MIDDLEWARE,
+            "http.routers.r.middlewares",
+            "unknown middleware 'retry3' (did you mean 'retry-3'?)",
+        ),
+        (
+            ROUTER_MW + '["m@"]\n',
+            "http.routers.r.middlewares[0]",
+            "expected 'name' or 'name@provider', got 'm@'",
+        ),
+        (ROUTER_MW + '"retry-3"\n' + MIDDLEWARE, "http.routers.r.middlewares", "expected an array"),
+        (ROUTER_MW + '[""]\n', "http.routers.r.middlewares[0]", "expected a non-empty string"),
+        # middlewares
+        ("[http.middlewares.m]\n", f"{MW}.m", "empty middleware: expected a type"),
+        ("[http.middlewares.m.retyr]\n", f"{MW}.m.retyr", "unknown key (did you mean 'retry'?)"),
+        (
+            MIDDLEWARE.replace("retry-3", "m") + "[http.middlewares.m.headers]\n",
+            f"{MW}.m",
+            "one type per middleware, got retry, headers",
+        ),
+        ('[http.middlewares."m@x".retry]\nattempts = 1\n', f'{MW}."m@x"', "must not contain '@'"),
+        ("[http.middlewares.m.retry]\n", f"{MW}.m.retry.attempts", "required key is missing"),
+        (
+            "[http.middlewares.m.retry]\nattempts = -1\n",
+            f"{MW}.m.retry.attempts",
+            "must be >= 0, got -1",
+        ),
+        (
+            "[http.middlewares.m.retry]\nattempts = '3'\n",
+            f"{MW}.m.retry.attempts",
+            "expected an integer, got string '3'",
+        ),
+        (
+            "[http.middlewares.m.retry]\nattempts = 3\ninitialInterval = 'soon'\n",
+            f"{MW}.m.retry.initialInterval",
+            "expected a duration",
+        ),
+        (
+            "[http.middlewares.m.retry]\nattempts = 3\ndisabled = true\n",
+            f"{MW}.m.retry.disabled",
+            "unknown key",
+        ),
+        # service retry
+        (
+            SERVICE + f"[{BALANCER}.retry]\nattempts = -2\n",
+            f"{BALANCER}.retry.attempts",
+            "must be >= 0, got -2",
+        ),
+        (
+            SERVICE + f"[{BALANCER}.retry]\ndisabled = 'yes'\n",
+            f"{BALANCER}.retry.disabled",
+            "expected a boolean (true or false), got string 'yes'",
+        ),
+        (
+            SERVICE + f"[{BALANCER}.retry]\nattempt = 2\n",
+            f"{BALANCER}.retry.attempt",
+            "unknown key (did you mean 'attempts'?)",
+        ),
+        (SERVICE + "retry = 3\n", f"{BALANCER}.retry", "expected a table, got integer 3"),
+        # passive health
+        (
+            SERVICE + f"[{BALANCER}.passiveHealthCheck]\nmaxFailedAttempts = 0\n",
+            f"{BALANCER}.passiveHealthCheck.maxFailedAttempts",
+            "must be >= 1, got 0",
+        ),
+        (
+            SERVICE + f"[{BALANCER}.passiveHealthCheck]\nfailureWindow = '0s'\n",
+            f"{BALANCER}.passiveHealthCheck.failureWindow",
+            "must be greater than 0, got '0s'",
+        ),
+        (
+            SERVICE + f"[{BALANCER}.passiveHealthCheck]\nfailureWindow = '-1s'\n",
+            f"{BALANCER}.passiveHealthCheck.failureWindow",
+            "must not be negative",
+        ),
+        # active health
+        (SERVICE + f"[{BALANCER}.healthCheck]\n", f"{BALANCER}.healthCheck.path", "required"),
+        (
+            SERVICE + f"[{BALANCER}.healthCheck]\npath = 'health'\n",
+            f"{BALANCER}.healthCheck.path",
+            "expected a path starting with '/' without spaces, got 'health'",
+        ),
+        (
+            SERVICE + f"[{BALANCER}.healthCheck]\npath = '/a b'\n",
+            f"{BALANCER}.healthCheck.path",
+            "without spaces",
+        ),
+        (
+            SERVICE + f"[{BALANCER}.healthCheck]\npath = '/h'\ninterval = 0\n",
+            f"{BALANCER}.healthCheck.interval",
+            "must be greater than 0, got 0",
+        ),
+        (
+            SERVICE + f"[{BALANCER}.healthCheck]\npath = '/h'\ntimeout = '5 s'\n",
+            f"{BALANCER}.healthCheck.timeout",
+            "expected a duration",
+        ),
+        (
+            SERVICE + f"[{BALANCER}.healthCheck]\npath = '/h'\nscheme = 'https'\n",
+            f"{BALANCER}.healthCheck.scheme",
+            "only http is supported, got 'https'",
+        ),
+        (
+            SERVICE + f"[{BALANCER}.healthCheck]\npath = '/h'\nmode = 'grpc'\n",
+            f"{BALANCER}.healthCheck.mode",
+            "only http is supported, got 'grpc'",
+        ),
+        (
+            SERVICE + f"[{BALANCER}.healthCheck]\npath = '/h'\nhostname = 'a b'\n",
+            f"{BALANCER}.healthCheck.hostname",
+            "expected a host name, got 'a b'",
+        ),
+        (
+            SERVICE + f"[{BALANCER}.healthCheck]\npath = '/h'\nstatus = 99\n",
+            f"{BALANCER}.healthCheck.status",
+            "expected an HTTP status between 100 and 599, got 99",
+        ),
+        (
+            SERVICE + f"[{BALANCER}.healthCheck]\npath = '/h'\nstatus = '200'\n",
+            f"{BALANCER}.healthCheck.status",
+            "expected an integer, got string '200'",
+        ),
+        (
+            SERVICE + f"[{BALANCER}.healthCheck]\npath = '/h'\nport = 8080\n",
+            f"{BALANCER}.healthCheck.port",
+            "not supported yet: probes go to each server's own port",
+        ),
+        (
+            SERVICE + f"[{BALANCER}.healthCheck]\npath = '/h'\nheaders = {{ X = 'y' }}\n",
+            f"{BALANCER}.healthCheck.headers",
+            "not supported yet",
+        ),
+        (
+            SERVICE + f"[{BALANCER}.healthCheck]\npath = '/h'\nintervall = '1s'\n",
+            f"{BALANCER}.healthCheck.intervall",
+            "unknown key (did you mean 'interval'?)",
+        ),
+    ],
+)
+def test_middleware_and_service_option_problems(text: str, key: str, fragment: str) -> None:
+    problems = problems_of(text)
+    prefix = f"{SOURCE}: {key}: "
+    assert any(p.startswith(prefix) and fragment in p for p in problems), problems
+
+
+def test_schema_round_trip() -> None:
+    """What the discovery process sends the master parses back to the same config."""
+    from portside.master.discovery import to_traefik_schema
+
+    config = parse(
+        f"""
+        [http.routers.r]
+        rule = "{RULE}"
+        service = "svc"
+        entryPoints = ["web"]
+        priority = 4
+        middlewares = ["retry-3", "strip", "other@docker"]
+        [http.routers.plain]
+        rule = "{RULE}"
+        service = "svc@docker"
+        {MIDDLEWARE}
+        initialInterval = "250ms"
+        [http.middlewares.strip.stripPrefix]
+        prefixes = ["/api"]
+        [http.services.svc.loadBalancer]
+        servers = [{{ url = "http://127.0.0.1:9001", weight = 2 }}, {{ url = "http://[::1]" }}]
+        [http.services.svc.loadBalancer.retry]
+        disabled = true
+        [http.services.svc.loadBalancer.passiveHealthCheck]
+        failureWindow = "1m"
+        [http.services.svc.loadBalancer.healthCheck]
+        path = "/h"
+        status = 200
+        hostname = "a.local"
+        [http.services.bare.loadBalancer]
+        [http.services.tuned.loadBalancer.retry]
+        attempts = 2
+        initialInterval = 1
+        [http.services.tuned.loadBalancer.healthCheck]
+        path = "/"
+        """
+    )
+    schema = to_traefik_schema(config)
+    assert schema == config.schema()
+    assert parse_dynamic(schema, "provider file") == config
+    assert parse_dynamic(DynamicConfig.EMPTY.schema(), "x") == DynamicConfig.EMPTY
 
 
 # --- files and directories --------------------------------------------------------------------

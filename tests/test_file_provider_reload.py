@@ -32,6 +32,8 @@ def test_edit_moves_traffic_within_a_second_without_failures(portside, whoami):
 def test_invalid_edit_keeps_last_good_config(portside, whoami):
     w1 = whoami("w1")
     proxy = portside(lb_config(w1))
+    # the first, valid file is in force before it is broken
+    wait_until(lambda: proxy.get("whoami.localhost").status == 200)
     proxy.write_dynamic(
         """
         [http.routers.whoami]

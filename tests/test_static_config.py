@@ -336,7 +336,17 @@ def test_bad_addresses(address: str, fragment: str) -> None:
             "providers.file.filename",
             "must not be empty",
         ),
-        (MINIMAL + "[providers.docker]\n", "providers.docker", "unknown key"),
+        (MINIMAL + "[providers.dockr]\n", "providers.dockr", "unknown key (did you mean"),
+        (
+            MINIMAL + '[providers.docker]\nendpoint = "/var/run/docker.sock"\n',
+            "providers.docker.endpoint",
+            "expected unix://PATH or tcp://HOST:PORT",
+        ),
+        (
+            MINIMAL + '[providers.docker]\ndefaultRule = "Hots(`x`)"\n',
+            "providers.docker.defaultRule",
+            "invalid rule",
+        ),
         (
             MINIMAL + '[log]\nlevel = "TRACE"\n',
             "log.level",

@@ -1,0 +1,61 @@
+"""The write-up's failure, automated: a container stopped mid-request (DESIGN §1).
+
+With Traefik, a 3-second request to a container that `docker stop -t 1`
+kills mid-request got 502. portside drains the container on `kill` and
+resends the idempotent request to the other container, so the client gets
+200. Real dockerd, real containers; traffic to 127.0.0.1 and the bridge only.
+"""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+from conftest import request, wait_until
+
+HOST = "whoami.docker.localhost"
+LABELS = {"traefik.backend": "whoami", "traefik.frontend.rule": f"Host:{HOST}"}
+STATIC = """
+[providers.docker]
+exposedByDefault = true
+"""
+
+
+def _sleeping(container) -> int:
+    """How many requests the container is serving (CGI processes sleeping)."""
+    return sum(1 for p in container.top()["Processes"] if "sleep" in " ".join(p))
+
+
+def test_get_killed_mid_request_is_answered_by_the_other_container(portside, containers):
+    first = containers.run("whoami-a", LABELS)
+    second = containers.run("whoami-b", LABELS)
+    proxy = portside("", workers=2, extra_static=STATIC)
+    wait_until(lambda: proxy.get(HOST).status == 200)
+    result = {}
+
+    def slow() -> None:
+        result["resp"] = request(proxy.port, HOST, "/?sleep=3", timeout=20)
+
+    thread = threading.Thread(target=slow)
+    thread.start()
+    serving = wait_until(lambda: next((c for c in (first, second) if _sleeping(c)), None))
+    other = second if serving is first else first
+    serving.stop(timeout=1)  # SIGTERM is ignored; SIGKILL after 1 s cuts the request
+    thread.join(20)
+    assert result["resp"].status == 200
+    assert result["resp"].field("Name") == other.name
+
+
+def test_fifty_requests_in_flight_none_fails(portside, containers):
+    first = containers.run("whoami-a", LABELS)
+    containers.run("whoami-b", LABELS)
+    proxy = portside("", workers=2, extra_static=STATIC)
+    wait_until(lambda: proxy.get(HOST).status == 200)
+    with ThreadPoolExecutor(max_workers=50) as pool:
+        futures = [
+            pool.submit(request, proxy.port, HOST, "/?sleep=3", timeout=30) for _ in range(50)
+        ]
+        wait_until(lambda: _sleeping(first) >= 10)  # its share of the 50 is in flight
+        first.stop(timeout=1)
+        statuses = [f.result().status for f in futures]
+    assert statuses == [200] * 50
