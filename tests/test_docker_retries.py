@@ -9,9 +9,10 @@ resends the idempotent request to the other container, so the client gets
 from __future__ import annotations
 
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
-from conftest import request, wait_until
+from conftest import Load, request, wait_until
 
 HOST = "whoami.docker.localhost"
 LABELS = {"traefik.backend": "whoami", "traefik.frontend.rule": f"Host:{HOST}"}
@@ -59,3 +60,52 @@ def test_fifty_requests_in_flight_none_fails(portside, containers):
         first.stop(timeout=1)
         statuses = [f.result().status for f in futures]
     assert statuses == [200] * 50
+
+
+def test_drain_lets_requests_in_flight_finish(portside, containers):
+    leaving = containers.run("whoami-a", LABELS)
+    containers.run("whoami-b", LABELS)
+    proxy = portside("", workers=2, extra_static=STATIC)
+    wait_until(lambda: proxy.get(HOST).status == 200)
+    with ThreadPoolExecutor(max_workers=10) as pool:
+        futures = [
+            pool.submit(request, proxy.port, HOST, "/?sleep=1", timeout=30) for _ in range(10)
+        ]
+        wait_until(lambda: _sleeping(leaving) >= 3)
+        # A 5 s grace period: the 1 s requests it holds finish on it.
+        stopper = threading.Thread(target=leaving.stop, kwargs={"timeout": 5})
+        stopper.start()
+        wait_until(lambda: "container whoami-a stopping (signal 15): draining" in proxy.logs())
+        after_kill = [request(proxy.port, HOST, timeout=10) for _ in range(10)]
+        answers = [f.result() for f in futures]
+        stopper.join(15)
+    assert [a.status for a in answers] == [200] * 10
+    assert "whoami-a" in {a.field("Name") for a in answers}  # finished where they started
+    assert "resending" not in proxy.logs()
+    assert {r.field("Name") for r in after_kill} == {"whoami-b"}
+
+
+def test_churn_without_a_failed_request(portside, containers):
+    fleet = [containers.run(f"whoami-{i}", LABELS) for i in range(3)]
+    proxy = portside("", workers=2, extra_static=STATIC)
+    wait_until(lambda: len(set(_names(proxy, 6))) == 3)
+    load = Load(proxy.port, HOST, threads=4, max_seconds=60)
+    started = time.monotonic()
+    cycles = 0
+    try:
+        while time.monotonic() - started < 30:
+            container = fleet[cycles % 3]
+            container.stop(timeout=1)
+            container.start()
+            wait_until(lambda c=container: load.seen(c.name, time.monotonic() - 0.5))
+            cycles += 1
+    finally:
+        load.stop()
+    print(f"{cycles} stop/start cycles, {len(load.results)} requests")
+    assert cycles >= 5
+    assert not load.errors, load.errors[:3]
+    assert {status for _, status, _ in load.results} == {200}
+
+
+def _names(proxy, count: int) -> list[str | None]:
+    return [proxy.get(HOST).field("Name") for _ in range(count)]

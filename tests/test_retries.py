@@ -83,3 +83,39 @@ def test_post_that_left_is_not_resent(portside, whoami):
     # the next pick is the victim
     assert _kill_mid_request(proxy, victim, "POST", b"not idempotent") == 502
     assert "resending" not in proxy.logs()
+
+
+def test_passive_health_ejects_a_dead_server_and_takes_it_back(portside, whoami):
+    steady = whoami("steady")
+    flaky = whoami("flaky")
+    servers = f'[ {{ url = "{steady.url}" }}, {{ url = "{flaky.url}" }} ]'
+    proxy = portside(
+        f"""
+        [http.routers.whoami]
+        rule = "Host(`whoami.localhost`)"
+        service = "whoami"
+        [http.services.whoami.loadBalancer]
+        servers = {servers}
+        [http.services.whoami.loadBalancer.passiveHealthCheck]
+        maxFailedAttempts = 2
+        failureWindow = "2s"
+        """,
+        workers=1,
+    )
+    assert {proxy.get("whoami.localhost").field("Name") for _ in range(4)} == {"steady", "flaky"}
+    flaky.stop()  # no event tells the proxy: only failed connections do
+    for _ in range(6):
+        assert proxy.get("whoami.localhost").field("Name") == "steady"
+    wait_until(lambda: "ejected for 2s after 2 consecutive failures" in proxy.logs())
+    attempts = proxy.logs().count(f"cannot connect to 127.0.0.1:{flaky.port}")
+    for _ in range(6):  # ejected: not even tried
+        assert proxy.get("whoami.localhost").field("Name") == "steady"
+    assert proxy.logs().count(f"cannot connect to 127.0.0.1:{flaky.port}") == attempts
+
+    back = Whoami("flaky", port=flaky.port)
+    try:
+        # after the window, one probe request finds it alive and it rejoins
+        wait_until(lambda: proxy.get("whoami.localhost").field("Name") == "flaky", timeout=10)
+        assert "answers again; back in rotation" in proxy.logs()
+    finally:
+        back.stop()
