@@ -28,6 +28,7 @@ from portside.master.shared_counters import SharedCounters, SlotAllocator
 from portside.master.snapshot import SnapshotBuilder
 from portside.master.sockets import ListenerSet, log_migrate_req
 from portside.master.static_config import StaticConfig, load_static
+from portside.master.stats import Totals
 
 log = logging.getLogger("portside.master")
 
@@ -87,6 +88,7 @@ class Arbiter:
 
     def __post_init__(self) -> None:
         self.counters = SharedCounters()
+        self.totals = Totals()
         self.builder = SnapshotBuilder(list(self.config.entry_points), SlotAllocator(self.counters))
         self.snapshot: dict[str, Any] | None = None
         self.provider_configs: dict[str, DynamicConfig] = {}
@@ -315,6 +317,8 @@ class Arbiter:
             kind = message.get("type")
             if kind == "ack" and child.slot >= 0:
                 child.generation_acked = int(message.get("generation", 0))
+            elif kind == "stats" and child.slot >= 0:
+                self.totals.add(message)
             elif kind == "config" and child.slot < 0:
                 self._provider_update(str(message.get("provider")), message.get("config"))
             elif kind == "health" and child.slot < 0:

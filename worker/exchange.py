@@ -276,6 +276,9 @@ class Exchange:
         pool = self.server.pool  # type: ignore[union-attr]
         if pool.failures:
             pool.record_success()
+        counts = self.client.runtime.stats.responses
+        key = (self.route.service.name, status)  # type: ignore[union-attr]
+        counts[key] = counts.get(key, 0) + 1
         if not self.request_done:
             self._settle_connection()
         # RFC 9110 §6.4.1: HEAD, 1xx, 204 and 304 responses never carry a body.
@@ -399,6 +402,8 @@ class Exchange:
             return False
         self._attempts_left -= 1
         tried.append(server)
+        retries = self.client.runtime.stats.retries
+        retries[route.service.name] = retries.get(route.service.name, 0) + 1  # type: ignore[union-attr]
         log.info(
             "%s %s: %s; resending to %s",
             self.method,
@@ -439,6 +444,9 @@ class Exchange:
             self.keep_alive = False
 
     def _respond_error(self, status: int, detail: str | None = None) -> None:
+        counts = self.client.runtime.stats.responses
+        key = (self.route.service.name if self.route is not None else "", status)
+        counts[key] = counts.get(key, 0) + 1
         self._settle_connection()
         self.response_started = True
         self.client.write(

@@ -114,7 +114,9 @@ async def _serve(
     loop.add_signal_handler(signal.SIGINT, request_stop, FAST)
     loop.add_signal_handler(signal.SIGQUIT, request_stop, GRACEFUL)
 
-    await loop.create_unix_connection(lambda: ControlProtocol(runtime, ready, stop), sock=control)
+    _, master = await loop.create_unix_connection(
+        lambda: ControlProtocol(runtime, ready, stop), sock=control
+    )
     await asyncio.wait([ready, stop], return_when=asyncio.FIRST_COMPLETED)
     servers = []
     if not stop.done():
@@ -126,7 +128,7 @@ async def _serve(
                 )
             )
         log.info("worker %d serving generation %d", slot, runtime.generation)
-        sweeper = _Sweeper(runtime)
+        sweeper = _Sweeper(runtime, master)
     how = await stop
     for server in servers:
         server.close()
@@ -147,14 +149,18 @@ async def _drain(runtime: WorkerRuntime) -> None:
 
 
 class _Sweeper:
-    """Runs the idle-connection sweep once a second, without a task."""
+    """Once a second, without a task: sweep idle connections and report the counters."""
 
-    def __init__(self, runtime: WorkerRuntime) -> None:
+    def __init__(self, runtime: WorkerRuntime, master: ControlProtocol) -> None:
         self._runtime = runtime
+        self._master = master
         self._handle = runtime.loop.call_later(_SWEEP_INTERVAL, self._tick)
 
     def _tick(self) -> None:
         self._runtime.sweep()
+        report = self._runtime.stats.take()
+        if report is not None:
+            self._master.send(report)
         self._handle = self._runtime.loop.call_later(_SWEEP_INTERVAL, self._tick)
 
     def cancel(self) -> None:

@@ -17,6 +17,7 @@ from typing import Any
 from portside.master.static_config import StaticConfig
 from portside.worker.balancer import Balancer
 from portside.worker.routing import Route, RouteTable
+from portside.worker.stats import WorkerStats
 from portside.worker.upstream import UpstreamPool
 
 _Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -123,6 +124,7 @@ class WorkerRuntime:
             for name, ep in config.entry_points.items()
         }
         self.connections: set[Any] = set()
+        self.stats = WorkerStats()
         self.generation = 0
         self._counters = counters
         self._pools: dict[tuple[str, int], UpstreamPool] = {}
