@@ -119,3 +119,38 @@ def test_passive_health_ejects_a_dead_server_and_takes_it_back(portside, whoami)
         assert "answers again; back in rotation" in proxy.logs()
     finally:
         back.stop()
+
+
+def _dead_and_live(live: Whoami, extra: str) -> str:
+    return f"""
+    [http.routers.whoami]
+    rule = "Host(`whoami.localhost`)"
+    service = "whoami"
+    {extra}
+    [http.services.whoami.loadBalancer]
+    servers = [ {{ url = "http://127.0.0.1:{free_port()}" }}, {{ url = "{live.url}" }} ]
+    """
+
+
+def test_retry_disabled_for_a_service(portside, whoami):
+    config = _dead_and_live(whoami("live"), "")
+    config += """
+    [http.services.whoami.loadBalancer.retry]
+    disabled = true
+    """
+    proxy = portside(config, workers=1)
+    statuses = [proxy.get("whoami.localhost").status for _ in range(4)]
+    assert sorted(statuses) == [200, 200, 502, 502]
+
+
+def test_retry_middleware_referenced_by_the_router(portside, whoami):
+    config = _dead_and_live(whoami("live"), 'middlewares = ["once"]')
+    config += """
+    [http.services.whoami.loadBalancer.retry]
+    disabled = true
+    [http.middlewares.once.retry]
+    attempts = 2
+    """
+    proxy = portside(config, workers=1)
+    # the router's middleware wins over the service's setting
+    assert [proxy.get("whoami.localhost").status for _ in range(4)] == [200] * 4
