@@ -314,15 +314,26 @@ class Arbiter:
         except (EOFError, ChannelError):
             return  # the exit is handled when the child is reaped
         for message in messages:
-            kind = message.get("type")
-            if kind == "ack" and child.slot >= 0:
-                child.generation_acked = int(message.get("generation", 0))
-            elif kind == "stats" and child.slot >= 0:
-                self.totals.add(message)
-            elif kind == "config" and child.slot < 0:
-                self._provider_update(str(message.get("provider")), message.get("config"))
-            elif kind == "health" and child.slot < 0:
-                self._health_update(message.get("unhealthy"))
+            try:
+                self._handle(child, message)
+            except Exception:
+                # The supervisor must outlive any bad message or bug in
+                # building a snapshot: the workers keep the last good one.
+                log.exception(
+                    "cannot apply a %r message from %s", message.get("type"), _describe(child.slot)
+                )
+
+    def _handle(self, child: Child, message: dict[str, Any]) -> None:
+        """Apply one message: acks and stats from workers, configs and health from discovery."""
+        kind = message.get("type")
+        if kind == "ack" and child.slot >= 0:
+            child.generation_acked = int(message.get("generation", 0))
+        elif kind == "stats" and child.slot >= 0:
+            self.totals.add(message)
+        elif kind == "config" and child.slot < 0:
+            self._provider_update(str(message.get("provider")), message.get("config"))
+        elif kind == "health" and child.slot < 0:
+            self._health_update(message.get("unhealthy"))
 
     def _provider_update(self, provider: str, data: dict[str, Any] | None) -> None:
         if data is None:
