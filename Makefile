@@ -28,8 +28,17 @@ run: $(STAMP)
 	echo "  try:   curl -H Host:whoami.localhost http://127.0.0.1:8000/"; \
 	echo "         (run it twice: the answering Name alternates between the two backends)"; \
 	echo "  edit configs/demo/dynamic.toml and the change is live within a second"; \
+	config=configs/demo/static.toml; \
+	if docker info >/dev/null 2>&1; then \
+		config=configs/demo/static-docker.toml; \
+		echo "  Docker answers: containers labelled traefik.enable=true are routed too, e.g."; \
+		echo "    docker run -d --label traefik.enable=true \\"; \
+		echo "      --label 'traefik.http.routers.hello.rule=Host(\`hello.localhost\`)' IMAGE"; \
+	else \
+		echo "  (no Docker daemon: file provider only; 'make docker-up' starts one)"; \
+	fi; \
 	echo ""; \
-	$(BIN)/portside --config configs/demo/static.toml
+	$(BIN)/portside --config $$config
 
 test: $(STAMP)
 	$(BIN)/pytest $(PYTEST_ARGS)
@@ -42,5 +51,37 @@ format: $(STAMP)
 	$(BIN)/ruff check --fix master worker tests perf
 	$(BIN)/ruff format master worker tests perf
 
+# A Docker daemon on /var/run/docker.sock for the Docker tests (DESIGN §8):
+# installs docker.io when missing (as root), starts dockerd, waits until it answers.
+.PHONY: docker-up
+docker-up:
+	bash .ci/start-dockerd
+
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache .ruff_cache
+
+# Benchmarks (perf/): Debian's wrk, nginx-light and haproxy, plus matplotlib, locust
+# and py-spy in the venv, installed when missing. PERF_ARGS go to perf/run, e.g.
+# `make perf PERF_ARGS="--quick"`; PROFILE_ARGS to perf/profile.
+PERF_ARGS ?=
+PROFILE_ARGS ?=
+
+.PHONY: perf profile perf-deps
+
+perf-deps: $(STAMP)
+	@pkgs=""; \
+	command -v wrk >/dev/null || pkgs="$$pkgs wrk"; \
+	command -v nginx >/dev/null || pkgs="$$pkgs nginx-light"; \
+	command -v haproxy >/dev/null || pkgs="$$pkgs haproxy"; \
+	if [ -n "$$pkgs" ]; then \
+		echo "installing$$pkgs"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$pkgs; \
+	fi
+	@$(BIN)/python -c 'import matplotlib, locust' 2>/dev/null && [ -x $(BIN)/py-spy ] || \
+		$(BIN)/pip install -q matplotlib locust py-spy
+
+perf: perf-deps
+	$(BIN)/python perf/run $(PERF_ARGS)
+
+profile: perf-deps
+	$(BIN)/python perf/profile $(PROFILE_ARGS)

@@ -1,0 +1,268 @@
+"""One benchmark run: every scenario through every proxy, repeated and interleaved.
+
+The run is made of rounds. Each round goes through every scenario, and for each
+scenario starts every proxy fresh and measures them one after the other, in an
+order rotated from round to round. So the rounds of one proxy are spread over the
+whole run, like everybody else's: a slow drift of this shared machine lands on
+all proxies and all scenarios alike, and one run's memory high-water mark never
+leaks into the next, since every measurement starts from a fresh process.
+Scenarios that are compared with each other (routes1 and routes1000) form one
+block: both configurations of a proxy are started together and measured back to
+back, so the comparison spans seconds, not minutes.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from perf import backends as backends_mod
+from perf import procs, proxies, wrk
+from perf.measure import (
+    CLK_TCK,
+    RssSampler,
+    cpu_seconds,
+    cpu_snapshot,
+    machine_ticks,
+    max_rss,
+    own_ticks,
+)
+from perf.scenarios import Scenario, blocks
+
+# Seconds a proxy takes to start and answer, as budgeted in the duration estimate.
+_START_SECONDS = {"portside": 2.0, "nginx": 0.5, "haproxy": 0.5, "caddy": 1.0}
+_RUN_OVERHEAD = 0.7  # wrk start-up, /proc reads, connection set-up at 1,000 connections
+
+
+# Other processes busier than this (in cores) during a run make its figures suspect.
+OTHER_LOAD_WARNING = 0.25
+
+
+@dataclass
+class Options:
+    scenarios: list[Scenario]
+    proxies: list[str]
+    repeat: int = 3
+    duration: float = 8.0
+    warmup: float = 2.0
+    workers: int = 1
+    threads: int = 1  # wrk threads: one leaves the other core to the proxy and backends
+    results: Path = Path("perf/results")
+
+
+@dataclass
+class Sample:
+    """One measured wrk run of one proxy in one scenario."""
+
+    scenario: str
+    proxy: str
+    rep: int
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    requests: int
+    errors: int
+    user_s: float
+    sys_s: float
+    idle_rss: int  # bytes, largest worker, after start-up and before any load (this round)
+    peak_rss: int  # bytes, largest worker, sampled during the run
+    # CPU cores busy with something else than the proxy, the backends, wrk and this
+    # harness (another benchmark on the same machine...), and stolen by the hypervisor.
+    other_cores: float = 0.0
+    steal_cores: float = 0.0
+
+    @property
+    def user_us(self) -> float:
+        return self.user_s * 1e6 / max(self.requests, 1)
+
+    @property
+    def sys_us(self) -> float:
+        return self.sys_s * 1e6 / max(self.requests, 1)
+
+    @property
+    def total_us(self) -> float:
+        return self.user_us + self.sys_us
+
+
+@dataclass
+class Outcome:
+    samples: list[Sample] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)  # failures and errors, for the report
+
+
+def estimate_seconds(opts: Options) -> float:
+    """How long `run` should take, from the options alone."""
+    per_run = opts.warmup + opts.duration + 2 * _RUN_OVERHEAD
+    per_block = sum(_START_SECONDS.get(p, 1.0) for p in opts.proxies)
+    per_block += len(opts.proxies) * per_run
+    return 2.0 + opts.repeat * len(opts.scenarios) * per_block
+
+
+def run(opts: Options, say: Callable[[str], None] = print) -> Outcome:
+    """Run the whole benchmark; every process started here is stopped before returning."""
+    outcome = Outcome()
+    wrk_logs = opts.results / "wrk"
+    wrk_logs.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="portside-perf-") as tmp:
+        workdir = Path(tmp)
+        os.chmod(workdir, 0o755)  # nginx workers run as nobody and read the 64 KiB file
+        backends = backends_mod.start(workdir)
+        try:
+            for rep in range(opts.repeat):
+                say(f"\n== round {rep + 1} of {opts.repeat}")
+                for block in blocks(opts.scenarios):
+                    _run_block(opts, block, rep, workdir, backends, wrk_logs, outcome, say)
+        finally:
+            procs.stop(backends.proc)
+    return outcome
+
+
+def _run_block(
+    opts: Options,
+    block: list[Scenario],
+    rep: int,
+    workdir: Path,
+    backends: backends_mod.Backends,
+    wrk_logs: Path,
+    outcome: Outcome,
+    say: Callable[[str], None],
+) -> None:
+    """One round of a block of scenarios: start every proxy for each, measure each once."""
+    scripts = {s.name: s.script(workdir) for s in block}
+    running: dict[tuple[str, str], proxies.Running] = {}
+    idle_rss: dict[tuple[str, str], int] = {}
+    say("-- " + "; ".join(f"{s.name}: {s.title}" for s in block))
+    try:
+        for scenario in block:
+            for name in opts.proxies:
+                key = (scenario.name, name)
+                folder = workdir / f"{scenario.name}-{name}"
+                try:
+                    running[key] = proxies.start(
+                        name, folder, backends.ports, scenario.hosts(), opts.workers
+                    )
+                except RuntimeError as exc:
+                    where = f"{scenario.name}/{name} round {rep + 1}"
+                    outcome.problems.append(f"{where}: did not start: {_oneline(exc)}")
+                    say(f"   {name}: did not start: {exc}")
+                    continue
+                idle_rss[key] = max_rss(running[key].worker_pids())
+        # Rotate the orders each round: no proxy, and no scenario of a block, always
+        # runs first or last.
+        names = _rotate(opts.proxies, rep)
+        for name in names:
+            for scenario in _rotate(block, rep):
+                key = (scenario.name, name)
+                if key not in running:
+                    continue
+                sample = _measure(
+                    opts,
+                    scenario,
+                    running[key],
+                    backends.proc.pid,
+                    scripts[scenario.name],
+                    rep,
+                    wrk_logs,
+                    outcome,
+                )
+                if sample is None:
+                    continue
+                sample.idle_rss = idle_rss[key]
+                outcome.samples.append(sample)
+                say(
+                    f"   {name:9}{'' if len(block) == 1 else f' {scenario.name:11}'}"
+                    f"{sample.rps:9,.0f} req/s  p99 {sample.p99_ms:7.2f} ms  "
+                    f"user {sample.user_us:6.1f}  sys {sample.sys_us:6.1f} µs/req  "
+                    f"peak RSS {sample.peak_rss / 1e6:5.1f} MB"
+                    + (f"  ERRORS {sample.errors}" if sample.errors else "")
+                )
+    finally:
+        for proxy in running.values():
+            procs.stop(proxy.proc)
+
+
+def _rotate(items: list, by: int) -> list:
+    shift = by % len(items) if items else 0
+    return items[shift:] + items[:shift]
+
+
+def _measure(
+    opts: Options,
+    scenario: Scenario,
+    proxy: proxies.Running,
+    backend_pid: int,
+    script: Path | None,
+    rep: int,
+    wrk_logs: Path,
+    outcome: Outcome,
+) -> Sample | None:
+    """Warm up, then one measured wrk run; None (and a problem noted) if it failed."""
+    where = f"{scenario.name}/{proxy.name} round {rep + 1}"
+    if proxy.proc.poll() is not None:
+        outcome.problems.append(f"{where}: proxy exited with {proxy.proc.returncode}")
+        return None
+    try:
+        if opts.warmup > 0:
+            # Fills the proxy's upstream pools and brings caches back after another proxy ran.
+            wrk.run(wrk.command(scenario, proxy.port, opts.warmup, opts.threads, script), 1)
+        argv = wrk.command(scenario, proxy.port, opts.duration, opts.threads, script)
+        pids = proxy.pids()
+        backend_pids = [p.pid for p in procs.tree(backend_pid)]
+        sampler = RssSampler(proxy.worker_pids).start()
+        before = cpu_snapshot(pids)
+        backend_before = cpu_snapshot(backend_pids)
+        machine_before, own_before, started = machine_ticks(), own_ticks(), time.monotonic()
+        try:
+            result = wrk.run(argv, opts.duration)
+        finally:
+            # Re-list the processes: a worker restarted during the run counts too.
+            after = cpu_snapshot(proxy.pids())
+            backend_after = cpu_snapshot(backend_pids)
+            machine_after, own_after, wall = (
+                machine_ticks(),
+                own_ticks(),
+                time.monotonic() - started,
+            )
+            peak = sampler.stop()
+    except (RuntimeError, OSError) as exc:
+        outcome.problems.append(f"{where}: {_oneline(exc)}")
+        return None
+    (wrk_logs / f"{scenario.name}-{proxy.name}-{rep + 1}.txt").write_text(
+        " ".join(argv) + "\n\n" + result.output
+    )
+    if result.errors:
+        outcome.problems.append(
+            f"{where}: {result.errors} errors out of {result.requests} requests "
+            f"(see {wrk_logs}/{scenario.name}-{proxy.name}-{rep + 1}.txt)"
+        )
+    user, system = cpu_seconds(before, after)
+    busy = (machine_after[0] - machine_before[0]) / CLK_TCK
+    ours = user + system + sum(cpu_seconds(backend_before, backend_after))
+    ours += (own_after - own_before) / CLK_TCK
+    other = max(0.0, busy - ours) / wall
+    steal = (machine_after[1] - machine_before[1]) / CLK_TCK / wall
+    return Sample(
+        scenario.name,
+        proxy.name,
+        rep + 1,
+        result.rps,
+        result.p50_ms,
+        result.p99_ms,
+        result.requests,
+        result.errors,
+        user,
+        system,
+        0,
+        peak,
+        other,
+        steal,
+    )
+
+
+def _oneline(exc: BaseException) -> str:
+    """An error (with a log tail, maybe) as one line for the report's list."""
+    return " / ".join(line.strip() for line in str(exc).splitlines() if line.strip())

@@ -1,0 +1,132 @@
+"""Starting, probing and stopping the processes a benchmark needs."""
+
+from __future__ import annotations
+
+import http.client
+import os
+import resource
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import psutil
+
+LOOPBACK = "127.0.0.1"
+
+
+def free_port() -> int:
+    """A TCP port that nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind((LOOPBACK, 0))
+        return s.getsockname()[1]
+
+
+def raise_nofile_limit(wanted: int = 65536) -> int:
+    """Raise RLIMIT_NOFILE for this process and the children it starts.
+
+    1,000 client connections cost a proxy 2,000 descriptors (client + backend
+    side), and wrk needs 1,000 too; the usual soft limit is 1,024.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < wanted:
+        try:
+            # Root may raise the hard limit too (up to fs.nr_open).
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, wanted))
+            return wanted
+        except (ValueError, OSError):
+            wanted = hard
+    new_soft = max(soft, wanted)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (new_soft, hard))
+    return new_soft
+
+
+def spawn(argv: list[str], log: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
+    """Start a server in its own session, stdout and stderr to `log`.
+
+    Its own session keeps a terminal's Ctrl-C away from it, so the harness stops
+    everything itself, in order, from its `finally` blocks.
+    """
+    with open(log, "wb") as out:
+        return subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env={**os.environ, **(env or {})},
+        )
+
+
+def http_status(port: int, host: str, path: str = "/", timeout: float = 1.0) -> int:
+    """Status of one GET to 127.0.0.1:port with this Host header (0 if it failed)."""
+    conn = http.client.HTTPConnection(LOOPBACK, port, timeout=timeout)
+    try:
+        conn.request("GET", path, headers={"Host": host})
+        response = conn.getresponse()
+        response.read()
+        return response.status
+    except (OSError, http.client.HTTPException):
+        return 0
+    finally:
+        conn.close()
+
+
+def wait_ready(
+    proc: subprocess.Popen, port: int, hosts: list[str], log: Path, timeout: float = 20.0
+) -> None:
+    """Wait until a GET with each Host header returns 200, or fail with the log's tail."""
+    deadline = time.monotonic() + timeout
+    pending = list(hosts)
+    status = 0
+    while pending and time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"exited with {proc.returncode}:\n{tail(log)}")
+        status = http_status(port, pending[0])
+        if status == 200:
+            pending.pop(0)
+        else:
+            time.sleep(0.05)
+    if pending:
+        answer = f"last answer {status}" if status else "no answer"
+        raise RuntimeError(
+            f"no 200 for Host {pending[0]} on {LOOPBACK}:{port} after {timeout:g}s "
+            f"({answer}):\n{tail(log)}"
+        )
+
+
+def tail(log: Path, lines: int = 15) -> str:
+    try:
+        return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+def tree(pid: int) -> list[psutil.Process]:
+    """A process and all its descendants (empty when it is gone)."""
+    try:
+        root = psutil.Process(pid)
+        return [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return []
+
+
+def stop(proc: subprocess.Popen, timeout: float = 10.0) -> None:
+    """SIGTERM a server, wait, then SIGKILL whatever is left of its tree."""
+    if proc.poll() is None:
+        family = tree(proc.pid)
+        try:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            pass
+        for p in family:
+            try:
+                p.kill()
+            except psutil.NoSuchProcess:
+                pass
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        pass
