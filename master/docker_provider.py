@@ -239,7 +239,14 @@ class DockerWatcher:
     def _follow(self, client: docker.DockerClient, events: Any) -> None:
         try:
             for event in events:
-                self.apply_event(event, client.api.inspect_container)
+                try:
+                    self.apply_event(event, client.api.inspect_container)
+                except (DockerException, RequestException, OSError):
+                    raise
+                except Exception:
+                    # One unexpected event must not end discovery for good:
+                    # log it and keep following the stream.
+                    log.exception("docker: cannot apply event %r", event)
         except (DockerException, RequestException, OSError) as exc:
             log.debug("docker: events stream failed: %s", exc)
 
