@@ -205,6 +205,13 @@ class Arbiter:
         self.stop_deadline = time.monotonic() + timeout
         for child in self.children.values():
             self._signal(child.pid, worker_signal if child.slot >= 0 else signal.SIGTERM)
+        # The workers close their copies as they stop accepting; closing the
+        # master's too takes the sockets out of their SO_REUSEPORT groups at
+        # once, so the kernel sends new connections to another instance on the
+        # same port (a blue/green swap) instead of queueing them here until
+        # the drain ends. With net.ipv4.tcp_migrate_req=1 it also moves what
+        # is already queued.
+        self.listeners.close()
 
     def _kill_all(self, sig: int) -> None:
         for child in self.children.values():

@@ -9,7 +9,7 @@ import time
 
 import psutil
 import pytest
-from conftest import lb_config, request, wait_until
+from conftest import Load, Portside, lb_config, request, wait_until
 
 
 def listening_socket_inodes(port: int) -> set[int]:
@@ -114,3 +114,39 @@ def test_workers_exit_when_the_master_dies(portside, whoami):
     proxy.proc.kill()
     gone, alive = psutil.wait_procs(children, timeout=15)
     assert not alive, f"orphans still running: {alive}"
+
+
+@pytest.fixture
+def migrate_req():
+    """net.ipv4.tcp_migrate_req=1 for the test (this network namespace), restored after."""
+    path = "/proc/sys/net/ipv4/tcp_migrate_req"
+    try:
+        with open(path) as f:
+            before = f.read().strip()
+        with open(path, "w") as f:
+            f.write("1")
+    except OSError as exc:
+        pytest.skip(f"cannot set tcp_migrate_req: {exc}")
+    yield
+    with open(path, "w") as f:
+        f.write(before)
+
+
+def test_blue_green_swap_under_load(portside, whoami, tmp_path, migrate_req):
+    backend = whoami("w1")
+    blue = portside(lb_config(backend), workers=2)
+    load = Load(blue.port, "whoami.localhost", threads=4, max_seconds=60)
+    green = Portside(tmp_path / "green", workers=2, port=blue.port)
+    (tmp_path / "green").mkdir()
+    try:
+        wait_until(lambda: len(load.results) > 50)
+        green.start(lb_config(backend))  # joins the same SO_REUSEPORT groups
+        wait_until(lambda: len(load.results) > 200)
+        assert blue.stop(signal.SIGQUIT) == 0
+        served_before = len(load.results)
+        wait_until(lambda: len(load.results) > served_before + 200)  # green alone now
+    finally:
+        load.stop()
+        green.stop()
+    assert not load.errors, load.errors[:3]
+    assert {status for _, status, _ in load.results} == {200}

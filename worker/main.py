@@ -140,9 +140,9 @@ async def _serve(
 
 async def _drain(runtime: WorkerRuntime) -> None:
     """Let requests in flight finish, for at most GRACE_TIMEOUT seconds."""
-    runtime.close_idle()
     deadline = runtime.loop.time() + GRACE_TIMEOUT
     while runtime.connections and runtime.loop.time() < deadline:
+        runtime.close_idle()
         await asyncio.sleep(0.05)
     if runtime.connections:
         log.warning("grace period over; closing %d connections", len(runtime.connections))

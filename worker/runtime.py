@@ -23,6 +23,8 @@ from portside.worker.upstream import UpstreamPool
 _Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
+#: Seconds a never-used connection may take to send its request during a graceful stop.
+FRESH_GRACE = 1.0
 #: Resends when nothing is configured: one per other server, at most this many.
 DEFAULT_RESENDS = 3
 
@@ -181,8 +183,14 @@ class WorkerRuntime:
             pool.sweep(now, idle_timeout)
 
     def close_idle(self) -> None:
-        """For a graceful stop: close idle connections, and the rest after their request."""
+        """For a graceful stop: close idle connections, and the rest after their request.
+
+        A connection accepted just before the stop has not had time to send
+        its request; closing it would fail that request, so it gets
+        FRESH_GRACE seconds to send one, answered with Connection: close.
+        """
+        now = self.loop.time()
         for conn in list(self.connections):
             conn.closing = True
-            if conn.idle:
+            if conn.idle and (conn.used or now - conn.last_active > FRESH_GRACE):
                 conn.close()
