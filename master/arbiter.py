@@ -137,7 +137,12 @@ class Arbiter:
         for slot in range(self.config.worker_count):
             self._spawn(slot)
         while self.children or not self.stopping:
-            self._tick()
+            try:
+                self._tick()
+            except Exception:
+                # fork() failing (EAGAIN, ENOMEM), a bug: log it and go on,
+                # since the workers keep serving whatever the master hits.
+                log.exception("error in the master loop")
         self.listeners.close()
         log.info("stopped")
         return 0
@@ -410,7 +415,12 @@ def _describe(slot: int) -> str:
 
 def _exit_reason(status: int) -> str:
     if os.WIFSIGNALED(status):
-        return f"was killed by {signal.Signals(os.WTERMSIG(status)).name}"
+        number = os.WTERMSIG(status)
+        try:
+            name = signal.Signals(number).name
+        except ValueError:
+            name = f"signal {number}"  # real-time signals have no name
+        return f"was killed by {name}"
     return f"exited with code {os.waitstatus_to_exitcode(status)}"
 
 

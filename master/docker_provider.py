@@ -228,13 +228,21 @@ class DockerWatcher:
                 len(running),
             )
             failures, backoff = 0, _BACKOFF_FIRST
-            self.reconcile(running)
-            self.publish()
-            if not self.settings.watch:
-                return
-            self._follow(client, events)
-            log.warning("docker: the events stream ended (daemon restarting?); reconnecting")
-            client.close()
+            try:
+                self.reconcile(running)
+                self.publish()
+                if not self.settings.watch:
+                    return
+                self._follow(client, events)
+                log.warning("docker: the events stream ended (daemon restarting?); reconnecting")
+            except Exception:
+                # Whatever the stream or a container's data throws (urllib3's
+                # ProtocolError when the daemon dies mid-chunk, a bad frame):
+                # reconnect and re-list rather than let discovery go quiet.
+                log.exception("docker: provider error; reconnecting")
+                stop.wait(backoff)
+            finally:
+                client.close()
 
     def _follow(self, client: docker.DockerClient, events: Any) -> None:
         try:

@@ -10,6 +10,7 @@ cannot make the proxy buffer without bound.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections import deque
 from typing import TYPE_CHECKING
 
@@ -24,6 +25,8 @@ from portside.worker.headers import (
     drop_named,
 )
 from portside.worker.responses import error_response
+
+log = logging.getLogger("portside.worker")
 
 if TYPE_CHECKING:
     from portside.worker.runtime import EntryPointRuntime, WorkerRuntime
@@ -79,6 +82,7 @@ class ClientConnection(asyncio.Protocol):
         "_paused",
         "_closed",
         "_bad_request",
+        "_starting",
         "_held",
     )
 
@@ -108,6 +112,7 @@ class ClientConnection(asyncio.Protocol):
         self._paused = 0
         self._closed = False
         self._bad_request = False
+        self._starting = False
         self._held: list[bytes] | None = None
 
     # -- asyncio.Protocol ---------------------------------------------------
@@ -124,14 +129,23 @@ class ClientConnection(asyncio.Protocol):
         self.runtime.connections.add(self)
 
     def data_received(self, data: bytes) -> None:
-        try:
-            self.parser.feed_data(data)
-        except httptools.HttpParserUpgrade:
-            # Protocol upgrades (WebSocket) are relayed as plain requests
-            # for now; the backend answers without switching protocols.
-            pass
-        except httptools.HttpParserError:
-            self._reject()
+        while data:
+            try:
+                self.parser.feed_data(data)
+            except httptools.HttpParserUpgrade as exc:
+                # Protocol upgrades (WebSocket) are relayed as plain requests
+                # for now: the backend answers without switching protocols.
+                # httptools stops at the end of the upgrade request; whatever
+                # follows is the next pipelined request.
+                data = data[exc.args[0] :]
+                continue
+            except httptools.HttpParserCallbackError:
+                # Our own bug inside a callback, not the client's fault.
+                log.exception("internal error while handling a request")
+                self._reject()
+            except httptools.HttpParserError:
+                self._reject()
+            return
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._closed = True
@@ -286,12 +300,21 @@ class ClientConnection(asyncio.Protocol):
         if not exchange.keep_alive or self.closing:
             self.close()
             return
-        if self._queue:
-            following = self._queue.popleft()
-            self.current = following
-            if not self._queue:
-                self._resume(_PAUSE_PIPELINE)
-            following.start()
+        if self._starting:
+            return  # called from inside the loop below, which starts the next one
+        # A loop, not recursion: queued requests the proxy answers itself
+        # (404, 503) finish inside start(), and hundreds of them pipelined
+        # would otherwise nest that deep.
+        self._starting = True
+        try:
+            while self.current is None and self._queue and not self._closed:
+                following = self._queue.popleft()
+                self.current = following
+                if not self._queue:
+                    self._resume(_PAUSE_PIPELINE)
+                following.start()
+        finally:
+            self._starting = False
 
     # -- internals ------------------------------------------------------------
 

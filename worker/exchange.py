@@ -317,12 +317,16 @@ class Exchange:
             self.client.write(_LAST_CHUNK)
         self._finish_response()
 
-    def upstream_closed(self) -> None:
-        """The backend connection closed while this exchange used it."""
+    def upstream_closed(self, clean: bool) -> None:
+        """The backend connection closed while this exchange used it.
+
+        `clean` is False for a reset: then even a close-delimited body is
+        truncated, not complete.
+        """
         self.upstream = None
         if self.abandoned:
             return
-        if self._final_seen and self._close_delimited:
+        if clean and self._final_seen and self._close_delimited:
             # RFC 9112 §6.3: without Content-Length or chunked framing the
             # response body ends when the server closes the connection.
             self.response_complete()

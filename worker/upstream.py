@@ -88,7 +88,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.pool.forget(self)
         exchange, self.exchange = self.exchange, None
         if exchange is not None:
-            exchange.upstream_closed()
+            exchange.upstream_closed(clean=exc is None)
 
     def pause_writing(self) -> None:
         if self.exchange is not None:
@@ -113,6 +113,12 @@ class UpstreamConnection(asyncio.Protocol):
             self._chunked = True
 
     def on_headers_complete(self) -> None:
+        if self._complete:
+            # A second response head after a complete response, in the same
+            # read: the backend is broken (or splitting responses). It is not
+            # relayed, and the connection is not reused.
+            self._reusable = False
+            return
         status = self.parser.get_status_code()
         fields, self._fields = self._fields, []
         if self._named is not None:
@@ -134,6 +140,8 @@ class UpstreamConnection(asyncio.Protocol):
             # (MagicStack/httptools#47) and would wait for Content-Length
             # bytes that never come. End the message here; a fresh parser
             # reads the next response.
+            if not self.parser.should_keep_alive():
+                self._reusable = False
             self.parser = httptools.HttpResponseParser(self)
             self._complete = True
 
@@ -183,7 +191,12 @@ class UpstreamConnection(asyncio.Protocol):
         exchange, self.exchange = self.exchange, None
         if exchange is None:
             return
-        if self._reusable and exchange.request_done:
+        # Reusable only if the whole request has been handed to the kernel:
+        # a body still in our write buffer would be read by the backend as
+        # the start of the next request.
+        if (
+            self._reusable and exchange.request_done and not self.transport.get_write_buffer_size()  # type: ignore[union-attr]
+        ):
             self.pool.release(self)
         else:
             # A response that came before the request body was fully sent
@@ -206,7 +219,11 @@ class UpstreamPool:
         "_retired",
         "_ejected_until",
         "_probing",
+        "_probe_window",
     )
+    # A probe request that ends without a verdict (the client left, a
+    # timeout) must not hold the backend out forever: after one failure
+    # window, another request may probe it.
 
     def __init__(self, host: str, port: int, dial_timeout: float, max_idle: int) -> None:
         self.host = host
@@ -221,6 +238,7 @@ class UpstreamPool:
         self.failures = 0
         self._ejected_until = 0.0
         self._probing = False
+        self._probe_window = 10.0
 
     # -- passive health ---------------------------------------------------------
 
@@ -232,14 +250,18 @@ class UpstreamPool:
         """
         if not self._ejected_until:
             return True
-        if self._probing or self._loop.time() < self._ejected_until:
+        now = self._loop.time()
+        if now < self._ejected_until:
             return False
+        # This request probes; the others wait one more window for its verdict.
         self._probing = True
+        self._ejected_until = now + self._probe_window
         return True
 
     def record_failure(self, passive: PassiveHealth) -> None:
         """A connect failure or reset: eject after too many in a row."""
         self.failures += 1
+        self._probe_window = passive.failure_window
         if self._probing or self.failures >= passive.max_failed_attempts:
             if not self._ejected_until or self._probing:
                 log.warning(
