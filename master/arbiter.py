@@ -88,6 +88,7 @@ class Arbiter:
 
     def __post_init__(self) -> None:
         self.counters = SharedCounters()
+        self.worker_count = self.config.worker_count
         self.totals = Totals()
         self.builder = SnapshotBuilder(list(self.config.entry_points), SlotAllocator(self.counters))
         self.snapshot: dict[str, Any] | None = None
@@ -115,7 +116,7 @@ class Arbiter:
     def run(self) -> int:
         try:
             for name, ep in self.config.entry_points.items():
-                self.listeners.ensure(name, ep.host, ep.port, self.config.worker_count)
+                self.listeners.ensure(name, ep.host, ep.port, self.worker_count)
         except OSError as exc:
             log.error("cannot listen: %s", exc)
             return 1
@@ -134,7 +135,7 @@ class Arbiter:
             self._spawn(-1)
         else:
             self._publish()
-        for slot in range(self.config.worker_count):
+        for slot in range(self.worker_count):
             self._spawn(slot)
         while self.children or not self.stopping:
             try:
@@ -199,6 +200,10 @@ class Arbiter:
                 self._stop("fast", signal.SIGTERM, _FAST_STOP_TIMEOUT)
             elif sig == signal.SIGQUIT:
                 self._stop("graceful", signal.SIGQUIT, _GRACEFUL_STOP_TIMEOUT)
+            elif sig == signal.SIGTTIN:
+                self._add_worker()
+            elif sig == signal.SIGTTOU:
+                self._remove_worker()
             elif sig != signal.SIGCHLD:
                 log.warning("signal %s is not supported yet; ignored", signal.Signals(sig).name)
 
@@ -217,6 +222,39 @@ class Arbiter:
         # the drain ends. With net.ipv4.tcp_migrate_req=1 it also moves what
         # is already queued.
         self.listeners.close()
+
+    def _add_worker(self) -> None:
+        """TTIN: one worker more, in a new slot with sockets of its own."""
+        slot = self.worker_count
+        try:
+            for name, ep in self.config.entry_points.items():
+                self.listeners.ensure(name, ep.host, ep.port, slot + 1)
+        except OSError as exc:
+            log.error("cannot add a worker: %s", exc)
+            return
+        self.worker_count += 1
+        log.info("TTIN: %d workers", self.worker_count)
+        self._spawn(slot)
+
+    def _remove_worker(self) -> None:
+        """TTOU: one worker fewer; the last slot's worker drains and its sockets close.
+
+        Closing a socket of a SO_REUSEPORT group resets the connections still
+        queued on it, unless net.ipv4.tcp_migrate_req=1 lets the kernel move
+        them to the remaining sockets (DESIGN §3).
+        """
+        if self.worker_count <= 1:
+            log.warning("TTOU: keeping the last worker")
+            return
+        self.worker_count -= 1
+        slot = self.worker_count
+        self.restarts.pop(slot, None)
+        for child in self.children.values():
+            if child.slot == slot:
+                self._signal(child.pid, signal.SIGQUIT)
+        self.listeners.close_slot(slot)
+        log.info("TTOU: %d workers", self.worker_count)
+        log_migrate_req()
 
     def _kill_all(self, sig: int) -> None:
         for child in self.children.values():
@@ -299,8 +337,8 @@ class Arbiter:
                 continue
             self.selector.unregister(child.channel)
             child.channel.close()
-            if self.stopping:
-                continue
+            if self.stopping or child.slot >= self.worker_count:
+                continue  # stopping, or a slot removed by TTOU
             now = time.monotonic()
             delay = self.restarts.setdefault(child.slot, Restarts()).after_exit(
                 now - child.started, now

@@ -54,6 +54,11 @@ class ListenerSet:
     def all(self) -> list[socket.socket]:
         return list(self._socks.values())
 
+    def close_slot(self, slot: int) -> None:
+        """Close the sockets of one slot (its worker was removed)."""
+        for key in [k for k in self._socks if k[1] == slot]:
+            self._socks.pop(key).close()
+
     def close(self) -> None:
         for sock in self._socks.values():
             sock.close()

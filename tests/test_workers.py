@@ -150,3 +150,25 @@ def test_blue_green_swap_under_load(portside, whoami, tmp_path, migrate_req):
         green.stop()
     assert not load.errors, load.errors[:3]
     assert {status for _, status, _ in load.results} == {200}
+
+
+def test_ttin_then_ttou_under_load(portside, whoami, migrate_req):
+    proxy = portside(lb_config(whoami("w1")), workers=2)
+    load = Load(proxy.port, "whoami.localhost", threads=4, max_seconds=60)
+    try:
+        wait_until(lambda: len(load.results) > 50)
+        proxy.proc.send_signal(signal.SIGTTIN)
+        wait_until(lambda: len(proxy.worker_pids()) == 3)
+        assert len(listening_socket_inodes(proxy.port)) == 3
+        served = len(load.results)
+        wait_until(lambda: len(load.results) > served + 100)
+        proxy.proc.send_signal(signal.SIGTTOU)
+        wait_until(lambda: len(listening_socket_inodes(proxy.port)) == 2)
+        wait_until(lambda: len(proxy.worker_pids()) == 2)
+        served = len(load.results)
+        wait_until(lambda: len(load.results) > served + 100)
+    finally:
+        load.stop()
+    assert not load.errors, load.errors[:3]
+    assert {status for _, status, _ in load.results} == {200}
+    assert "TTIN: 3 workers" in proxy.logs() and "TTOU: 2 workers" in proxy.logs()
