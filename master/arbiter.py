@@ -60,6 +60,9 @@ class Child:
     channel: Channel
     started: float
     generation_acked: int = 0
+    #: When the child last sent anything; workers send at least a heartbeat a second.
+    last_seen: float = 0.0
+    stuck: bool = False  # killed for a missed heartbeat
 
 
 @dataclass
@@ -167,7 +170,24 @@ class Arbiter:
         if self.snapshot is None and now - self.started > _FIRST_SNAPSHOT_DEADLINE:
             log.warning("no configuration from discovery yet; serving an empty one")
             self._publish()
+        self._kill_stuck(now)
         self._respawn_due(now)
+
+    def _kill_stuck(self, now: float) -> None:
+        """Kill workers whose event loop has been silent for workers.timeout (as gunicorn)."""
+        timeout = self.config.worker_timeout
+        for child in self.children.values():
+            silent = now - max(child.last_seen, child.started)
+            if child.slot >= 0 and not child.stuck and silent > timeout:
+                log.error(
+                    "worker %d (pid %d) sent no heartbeat for %.1fs: its event loop is stuck;"
+                    " killing it",
+                    child.slot,
+                    child.pid,
+                    silent,
+                )
+                child.stuck = True
+                self._signal(child.pid, signal.SIGKILL)
 
     def _next_timeout(self) -> float:
         pending = [r.due for slot, r in self.restarts.items() if not self._running(slot)]
@@ -363,6 +383,8 @@ class Arbiter:
             messages = child.channel.receive()
         except (EOFError, ChannelError):
             return  # the exit is handled when the child is reaped
+        if messages:
+            child.last_seen = time.monotonic()
         for message in messages:
             try:
                 self._handle(child, message)

@@ -94,6 +94,10 @@ class StaticConfig:
     file_provider: FileProvider | None
     log_level: str  # one of LOG_LEVELS
     docker_provider: DockerProvider | None = None
+    #: A worker whose event loop sends no heartbeat for this long is killed and replaced.
+    worker_timeout: float = 30.0
+    #: Pin worker i to CPU i (modulo the CPU count), for bare-metal hosts.
+    cpu_affinity: bool = False
 
 
 def load_static(path: str) -> StaticConfig:
@@ -113,8 +117,13 @@ def parse_static(data: dict[str, Any], source: str) -> StaticConfig:
     file_provider, docker_provider = _providers(root.table("providers"))
     log_level = _log_level(root.table("log"))
     workers = root.table("workers")
-    workers.check_keys(("count",))
+    workers.check_keys(("count", "timeout", "cpuAffinity"))
     worker_count = workers.integer("count", os.cpu_count() or 1, minimum=1)
+    worker_timeout = workers.duration("timeout", 30.0)
+    if worker_timeout < 2:
+        # Workers send a heartbeat once a second; less would kill healthy ones.
+        workers.problem("timeout", "must be at least 2s (workers send a heartbeat every second)")
+    cpu_affinity = workers.boolean("cpuAffinity", False)
     problems.raise_if_any()
     assert worker_count is not None  # any invalid value was reported and raised above
     return StaticConfig(
@@ -125,6 +134,8 @@ def parse_static(data: dict[str, Any], source: str) -> StaticConfig:
         file_provider=file_provider,
         log_level=log_level,
         docker_provider=docker_provider,
+        worker_timeout=worker_timeout,
+        cpu_affinity=cpu_affinity,
     )
 
 

@@ -120,6 +120,7 @@ class Portside:
     tmp: Path
     workers: int = 1
     extra_static: str = ""
+    worker_settings: str = ""  # more keys for the [workers] table
     port: int = field(default_factory=free_port)
     proc: subprocess.Popen | None = None
 
@@ -147,6 +148,7 @@ class Portside:
 
                 [workers]
                 count = {self.workers}
+                {self.worker_settings}
 
                 [providers.file]
                 filename = "{self.dynamic_path}"
@@ -223,8 +225,12 @@ def portside(tmp_path: Path) -> Iterator[Callable[..., Portside]]:
     """Factory for a running portside; stopped (and its children checked gone) at teardown."""
     started: list[Portside] = []
 
-    def start(dynamic: str, workers: int = 1, extra_static: str = "") -> Portside:
-        proxy = Portside(tmp_path, workers=workers, extra_static=extra_static)
+    def start(
+        dynamic: str, workers: int = 1, extra_static: str = "", worker_settings: str = ""
+    ) -> Portside:
+        proxy = Portside(
+            tmp_path, workers=workers, extra_static=extra_static, worker_settings=worker_settings
+        )
         started.append(proxy)
         return proxy.start(dynamic)
 

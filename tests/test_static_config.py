@@ -337,6 +337,8 @@ def test_bad_addresses(address: str, fragment: str) -> None:
             "must not be empty",
         ),
         (MINIMAL + "[providers.dockr]\n", "providers.dockr", "unknown key (did you mean"),
+        (MINIMAL + '[workers]\ntimeout = "1s"\n', "workers.timeout", "must be at least 2s"),
+        (MINIMAL + "[workers]\ncpuAffinity = 1\n", "workers.cpuAffinity", "expected a boolean"),
         (
             MINIMAL + '[providers.docker]\nendpoint = "/var/run/docker.sock"\n',
             "providers.docker.endpoint",

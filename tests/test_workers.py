@@ -172,3 +172,21 @@ def test_ttin_then_ttou_under_load(portside, whoami, migrate_req):
     assert not load.errors, load.errors[:3]
     assert {status for _, status, _ in load.results} == {200}
     assert "TTIN: 3 workers" in proxy.logs() and "TTOU: 2 workers" in proxy.logs()
+
+
+def test_stuck_worker_is_killed_and_replaced(portside, whoami):
+    proxy = portside(lb_config(whoami("w1")), workers=2, worker_settings='timeout = "2s"')
+    victim = proxy.worker_pids()[0]
+    os.kill(victim, signal.SIGSTOP)  # its event loop stops turning: no more heartbeats
+    wait_until(lambda: victim not in proxy.worker_pids() and len(proxy.worker_pids()) == 2)
+    assert "sent no heartbeat" in proxy.logs()
+    for _ in range(10):
+        assert proxy.get("whoami.localhost").status == 200
+
+
+def test_cpu_affinity_pins_each_worker(portside, whoami):
+    proxy = portside(lb_config(whoami("w1")), workers=2, worker_settings="cpuAffinity = true")
+    cpus = os.cpu_count() or 1
+    pinned = sorted(next(iter(os.sched_getaffinity(pid))) for pid in proxy.worker_pids())
+    assert [len(os.sched_getaffinity(pid)) for pid in proxy.worker_pids()] == [1, 1]
+    assert pinned == sorted(slot % cpus for slot in range(2))
