@@ -46,6 +46,9 @@ class MemoryTransport(asyncio.Transport):
         for p in parts:
             self.written += len(p)
 
+    def get_write_buffer_size(self) -> int:
+        return 0
+
     def pause_reading(self) -> None:
         pass
 

@@ -69,10 +69,20 @@ def drop_named(parts: list[bytes], named: set[bytes]) -> list[bytes]:
     return kept
 
 
-class ForwardedBy:
-    """What the proxy says about itself and the client, fixed per client connection."""
+_FORWARDED = (
+    b"X-Forwarded-For: %s\r\nX-Forwarded-Host: %s\r\nX-Forwarded-Port: %s\r\n"
+    b"X-Forwarded-Proto: %s\r\nX-Forwarded-Server: %s\r\nX-Real-Ip: %s\r\n"
+)
 
-    __slots__ = ("client_ip", "proto", "port", "server", "trusted")
+
+class ForwardedBy:
+    """What the proxy says about itself and the client, fixed per client connection.
+
+    For an untrusted peer only the Host varies from request to request, so
+    the forwarded fields are rendered once per connection around it.
+    """
+
+    __slots__ = ("client_ip", "proto", "port", "server", "trusted", "before_host", "after_host")
 
     def __init__(self, client_ip: str, proto: str, port: int, server: str, trusted: bool) -> None:
         self.client_ip = client_ip.encode()
@@ -80,6 +90,9 @@ class ForwardedBy:
         self.port = str(port).encode()
         self.server = server.encode()
         self.trusted = trusted
+        self.before_host, self.after_host = (
+            _FORWARDED % (self.client_ip, b"\0", self.port, self.proto, self.server, self.client_ip)
+        ).split(b"\0")
 
 
 def request_head(
@@ -98,16 +111,10 @@ def request_head(
     X-Forwarded-* values of a trusted peer, which are kept or appended to.
     """
     if incoming is None:
-        forwarded = (
-            b"X-Forwarded-For: %s\r\nX-Forwarded-Host: %s\r\nX-Forwarded-Port: %s\r\n"
-            b"X-Forwarded-Proto: %s\r\nX-Forwarded-Server: %s\r\nX-Real-Ip: %s\r\n"
-        ) % (by.client_ip, host, by.port, by.proto, by.server, by.client_ip)
+        forwarded = by.before_host + host + by.after_host
     else:
         xff = incoming.get(b"x-forwarded-for")
-        forwarded = (
-            b"X-Forwarded-For: %s\r\nX-Forwarded-Host: %s\r\nX-Forwarded-Port: %s\r\n"
-            b"X-Forwarded-Proto: %s\r\nX-Forwarded-Server: %s\r\nX-Real-Ip: %s\r\n"
-        ) % (
+        forwarded = _FORWARDED % (
             by.client_ip if xff is None else xff + b", " + by.client_ip,
             incoming.get(b"x-forwarded-host", host),
             incoming.get(b"x-forwarded-port", by.port),
