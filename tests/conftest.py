@@ -284,12 +284,13 @@ class Load:
 
 
 def lb_config(
-    *backends: Whoami, host: str = "whoami.localhost", weights: list[int] | None = None
+    *backends: Whoami | str, host: str = "whoami.localhost", weights: list[int] | None = None
 ) -> str:
-    """A dynamic config routing `host` to the given backends."""
+    """A dynamic config routing `host` to the given backends (Whoami or URL)."""
+    urls = [b if isinstance(b, str) else b.url for b in backends]
     servers = ", ".join(
-        f'{{ url = "{b.url}", weight = {w} }}'
-        for b, w in zip(backends, weights or [1] * len(backends), strict=True)
+        f'{{ url = "{url}", weight = {w} }}'
+        for url, w in zip(urls, weights or [1] * len(urls), strict=True)
     )
     return f"""
     [http.routers.whoami]

@@ -28,10 +28,7 @@ def _sleeping(container) -> int:
 
 
 def test_get_killed_mid_request_is_answered_by_the_other_container(portside, containers):
-    first = containers.run("whoami-a", LABELS)
-    second = containers.run("whoami-b", LABELS)
-    proxy = portside("", workers=2, extra_static=STATIC)
-    wait_until(lambda: proxy.get(HOST).status == 200)
+    proxy, (first, second) = _fleet(portside, containers, 2)
     result = {}
 
     def slow() -> None:
@@ -48,10 +45,7 @@ def test_get_killed_mid_request_is_answered_by_the_other_container(portside, con
 
 
 def test_fifty_requests_in_flight_none_fails(portside, containers):
-    first = containers.run("whoami-a", LABELS)
-    containers.run("whoami-b", LABELS)
-    proxy = portside("", workers=2, extra_static=STATIC)
-    wait_until(lambda: proxy.get(HOST).status == 200)
+    proxy, (first, _) = _fleet(portside, containers, 2)
     with ThreadPoolExecutor(max_workers=50) as pool:
         futures = [
             pool.submit(request, proxy.port, HOST, "/?sleep=3", timeout=30) for _ in range(50)
@@ -63,10 +57,7 @@ def test_fifty_requests_in_flight_none_fails(portside, containers):
 
 
 def test_drain_lets_requests_in_flight_finish(portside, containers):
-    leaving = containers.run("whoami-a", LABELS)
-    containers.run("whoami-b", LABELS)
-    proxy = portside("", workers=2, extra_static=STATIC)
-    wait_until(lambda: proxy.get(HOST).status == 200)
+    proxy, (leaving, _) = _fleet(portside, containers, 2)
     with ThreadPoolExecutor(max_workers=10) as pool:
         futures = [
             pool.submit(request, proxy.port, HOST, "/?sleep=1", timeout=30) for _ in range(10)
@@ -86,9 +77,7 @@ def test_drain_lets_requests_in_flight_finish(portside, containers):
 
 
 def test_churn_without_a_failed_request(portside, containers):
-    fleet = [containers.run(f"whoami-{i}", LABELS) for i in range(3)]
-    proxy = portside("", workers=2, extra_static=STATIC)
-    wait_until(lambda: len(set(_names(proxy, 6))) == 3)
+    proxy, fleet = _fleet(portside, containers, 3)
     load = Load(proxy.port, HOST, threads=4, max_seconds=60)
     started = time.monotonic()
     cycles = 0
@@ -107,5 +96,16 @@ def test_churn_without_a_failed_request(portside, containers):
     assert {status for _, status, _ in load.results} == {200}
 
 
-def _names(proxy, count: int) -> list[str | None]:
-    return [proxy.get(HOST).field("Name") for _ in range(count)]
+def _fleet(portside, containers, size: int):
+    """`size` containers of one backend (whoami-a, -b...) and a portside routing to all of
+    them; returns once every one of them has answered through the proxy."""
+    fleet = [containers.run(f"whoami-{chr(ord('a') + i)}", LABELS) for i in range(size)]
+    proxy = portside("", workers=2, extra_static=STATIC)
+    seen: set[str | None] = set()
+
+    def all_answered() -> bool:
+        seen.add(proxy.get(HOST).field("Name"))
+        return {c.name for c in fleet} <= seen
+
+    wait_until(all_answered)
+    return proxy, fleet

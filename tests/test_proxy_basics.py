@@ -79,16 +79,7 @@ def test_host_match_ignores_case_and_port(portside, whoami):
 
 
 def test_dead_backend_gets_502(portside):
-    dead = f"http://127.0.0.1:{free_port()}"
-    proxy = portside(
-        f"""
-        [http.routers.dead]
-        rule = "Host(`dead.localhost`)"
-        service = "dead"
-        [http.services.dead.loadBalancer]
-        servers = [ {{ url = "{dead}" }} ]
-        """
-    )
+    proxy = portside(lb_config(f"http://127.0.0.1:{free_port()}", host="dead.localhost"))
     resp = proxy.get("dead.localhost")
     assert resp.status == 502
     assert resp.body == b"502 Bad Gateway\n"

@@ -15,21 +15,10 @@ import psutil
 from conftest import Whoami, free_port, lb_config, request, wait_until
 
 
-def _servers(*urls: str) -> str:
-    servers = ", ".join(f'{{ url = "{u}" }}' for u in urls)
-    return f"""
-    [http.routers.whoami]
-    rule = "Host(`whoami.localhost`)"
-    service = "whoami"
-    [http.services.whoami.loadBalancer]
-    servers = [ {servers} ]
-    """
-
-
 def test_refused_connection_is_resent_even_for_post(portside, whoami):
     live = whoami("live")
     dead = f"http://127.0.0.1:{free_port()}"
-    proxy = portside(_servers(dead, live.url))
+    proxy = portside(lb_config(dead, live))
     for method, body in (("GET", None), ("POST", b"payload")):
         for _ in range(4):  # both servers come up in the rotation
             resp = proxy.get("whoami.localhost", method=method, body=body)

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import fcntl
 import http.client
 import os
 import select
 import signal
 import socket
+import struct
 import subprocess
 import sys
+import termios
 import threading
 import time
 from collections.abc import Iterator
@@ -17,6 +20,7 @@ from typing import BinaryIO
 
 import psutil
 import pytest
+from conftest import wait_until
 
 PATTERN = b"0123456789abcdef"
 STARTUP_TIMEOUT = 15.0
@@ -375,7 +379,15 @@ def test_memory_stays_bounded_for_big_transfers(backend: Backend) -> None:
     with _connect(backend.port) as sock:
         # The client reads nothing for a while, so the server must hold back.
         sock.sendall(b"GET /data?size=%d HTTP/1.1\r\nHost: x\r\n\r\n" % size)
-        time.sleep(0.3)
+        # Wait until the socket buffers are full: the bytes queued for us stop
+        # growing, so from here on the server must be holding back.
+        queued: list[int] = []
+
+        def buffers_full() -> bool:
+            queued.append(_unread(sock))
+            return len(queued) >= 3 and queued[-1] == queued[-3] > 0
+
+        wait_until(buffers_full, timeout=10, interval=0.05)
         stalled = process.memory_info().rss
         stream = sock.makefile("rb")
         response = _read_response(stream, head=True)
@@ -464,3 +476,8 @@ def test_bad_input_never_breaks_the_server(backend: Backend, data: bytes) -> Non
     with _connect(backend.port) as sock:
         sock.sendall(b"GET /after HTTP/1.1\r\nHost: x\r\n\r\n")
         assert _read_response(sock.makefile("rb")).status == 200
+
+
+def _unread(sock: socket.socket) -> int:
+    """Bytes received by the kernel that the client has not read yet (FIONREAD)."""
+    return struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.FIONREAD, b"\0" * 4))[0]
