@@ -279,8 +279,7 @@ class Exchange:
         counts = self.client.runtime.stats.responses
         key = (self.route.service.name, status)  # type: ignore[union-attr]
         counts[key] = counts.get(key, 0) + 1
-        if not self.request_done:
-            self._settle_connection()
+        self._settle_connection()
         # RFC 9110 §6.4.1: HEAD, 1xx, 204 and 304 responses never carry a body.
         self._no_body = self.raw_method == b"HEAD" or status == 204 or status == 304
         self._close_delimited = not self._no_body and not chunked and not content_length
