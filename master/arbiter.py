@@ -4,6 +4,11 @@ Modelled on gunicorn's arbiter: signal handlers only queue the signal and
 wake the loop through a pipe; one single-threaded `selectors` loop does all
 the work. No thread and no event loop ever exists in this process, so every
 fork() is safe.
+
+Reloads follow nginx: HUP validates the configuration, starts a new
+generation of workers on the sockets of the addresses that remain, and tells
+the old generation to drain once every slot of the new one is serving. A
+configuration that does not validate changes nothing.
 """
 
 from __future__ import annotations
@@ -15,14 +20,23 @@ import selectors
 import signal
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from portside.master.channel import Channel, ChannelError
+from portside.master.check import load_file_config
+from portside.master.children import (
+    DISCOVERY,
+    Child,
+    Restarts,
+    describe,
+    exit_reason,
+    send_signal,
+)
 from portside.master.dynamic_config import DynamicConfig, parse_dynamic
 from portside.master.errors import ConfigError
-from portside.master.logs import setup_logging
+from portside.master.logs import reopen_logs, setup_logging
 from portside.master.proctitle import set_process_name
 from portside.master.shared_counters import SharedCounters, SlotAllocator
 from portside.master.snapshot import SnapshotBuilder
@@ -30,15 +44,19 @@ from portside.master.sockets import ListenerSet, log_migrate_req
 from portside.master.static_config import StaticConfig, load_static
 from portside.master.stats import Totals
 
+# Imported before any fork, so each worker starts with uvloop and httptools
+# already loaded (shared copy-on-write) instead of importing them itself:
+# that is most of the time a new generation takes to start serving.
+from portside.worker.main import run_worker
+
 log = logging.getLogger("portside.master")
 
-#: A child that dies sooner than this after starting counts as a failed start.
-_FAILED_START = 2.0
-_MAX_BACKOFF = 30.0
 #: Workers wait for a first snapshot; publish one after this even if a provider is silent.
 _FIRST_SNAPSHOT_DEADLINE = 5.0
 _FAST_STOP_TIMEOUT = 5.0
-_GRACEFUL_STOP_TIMEOUT = 15.0  # the workers' grace period plus a margin
+#: Added to a drain's grace before the master kills what is left.
+_STOP_MARGIN = 5.0
+_SAMPLE_INTERVAL = 1.0
 _HANDLED_SIGNALS = (
     signal.SIGTERM,
     signal.SIGINT,
@@ -52,37 +70,8 @@ _HANDLED_SIGNALS = (
 
 
 @dataclass
-class Child:
-    """A process the master supervises: a worker (slot >= 0) or discovery (slot -1)."""
-
-    pid: int
-    slot: int
-    channel: Channel
-    started: float
-    generation_acked: int = 0
-    #: When the child last sent anything; workers send at least a heartbeat a second.
-    last_seen: float = 0.0
-    stuck: bool = False  # killed for a missed heartbeat
-
-
-@dataclass
-class Restarts:
-    """Back-off state for one slot, so a child that keeps dying cannot fork-loop."""
-
-    failures: int = 0
-    due: float = 0.0
-
-    def after_exit(self, lived: float, now: float) -> float:
-        """Record an exit; return the delay before the next start."""
-        self.failures = self.failures + 1 if lived < _FAILED_START else 0
-        delay = 0.0 if self.failures <= 1 else min(0.5 * 2 ** (self.failures - 2), _MAX_BACKOFF)
-        self.due = now + delay
-        return delay
-
-
-@dataclass
 class Arbiter:
-    """Supervises discovery and the workers for one static configuration."""
+    """Supervises discovery and the workers; reloads swap the configuration it runs."""
 
     config: StaticConfig
     listeners: ListenerSet = field(default_factory=ListenerSet)
@@ -92,6 +81,10 @@ class Arbiter:
     def __post_init__(self) -> None:
         self.counters = SharedCounters()
         self.worker_count = self.config.worker_count
+        #: The worker generation: 1 at start, one more per accepted reload.
+        self.generation = 1
+        #: A generation started but not yet serving in every slot (for its log line).
+        self.starting_generation: int | None = None
         self.totals = Totals()
         self.builder = SnapshotBuilder(list(self.config.entry_points), SlotAllocator(self.counters))
         self.snapshot: dict[str, Any] | None = None
@@ -99,43 +92,29 @@ class Arbiter:
         # (service, server url) pairs failing their active health checks. Kept
         # across discovery restarts until the new process reports its own.
         self.unhealthy: set[tuple[str, str]] = set()
-        self.expected_providers = {
-            name
-            for name, settings in (
-                ("file", self.config.file_provider),
-                ("docker", self.config.docker_provider),
-            )
-            if settings is not None
-        }
+        self.expected_providers = _providers(self.config)
         self.selector = selectors.DefaultSelector()
         self.signals: list[int] = []
         self.stopping: str | None = None
         self.stop_deadline = 0.0
         self.started = time.monotonic()
+        self.next_sample = 0.0
         self._wakeup_r, self._wakeup_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
 
     # -- the loop -------------------------------------------------------------
 
     def run(self) -> int:
         try:
-            for name, ep in self.config.entry_points.items():
-                self.listeners.ensure(name, ep.host, ep.port, self.worker_count)
+            self.listeners.update(self.config.entry_points, self.worker_count)
         except OSError as exc:
             log.error("cannot listen: %s", exc)
             return 1
         log_migrate_req()
-        for name, ep in self.config.entry_points.items():
-            log.info(
-                "entry point %s on %s:%d, %d workers",
-                name,
-                ep.host,
-                ep.port,
-                self.config.worker_count,
-            )
+        self._log_entry_points()
         self._install_signals()
         self.selector.register(self._wakeup_r, selectors.EVENT_READ, None)
         if self.expected_providers:
-            self._spawn(-1)
+            self._spawn(DISCOVERY)
         else:
             self._publish()
         for slot in range(self.worker_count):
@@ -163,6 +142,7 @@ class Arbiter:
         self._handle_signals()
         self._reap()
         now = time.monotonic()
+        self._kill_late_drainers(now)
         if self.stopping:
             if now > self.stop_deadline:
                 self._kill_all(signal.SIGKILL)
@@ -170,30 +150,24 @@ class Arbiter:
         if self.snapshot is None and now - self.started > _FIRST_SNAPSHOT_DEADLINE:
             log.warning("no configuration from discovery yet; serving an empty one")
             self._publish()
+        if now >= self.next_sample:
+            self.next_sample = now + _SAMPLE_INTERVAL
+            self._sample()
         self._kill_stuck(now)
+        self._retire_superseded(now)
         self._respawn_due(now)
-
-    def _kill_stuck(self, now: float) -> None:
-        """Kill workers whose event loop has been silent for workers.timeout (as gunicorn)."""
-        timeout = self.config.worker_timeout
-        for child in self.children.values():
-            silent = now - max(child.last_seen, child.started)
-            if child.slot >= 0 and not child.stuck and silent > timeout:
-                log.error(
-                    "worker %d (pid %d) sent no heartbeat for %.1fs: its event loop is stuck;"
-                    " killing it",
-                    child.slot,
-                    child.pid,
-                    silent,
-                )
-                child.stuck = True
-                self._signal(child.pid, signal.SIGKILL)
 
     def _next_timeout(self) -> float:
         pending = [r.due for slot, r in self.restarts.items() if not self._running(slot)]
         if not pending:
             return 1.0
         return max(0.0, min(1.0, min(pending) - time.monotonic()))
+
+    def _log_entry_points(self) -> None:
+        for name, ep in self.config.entry_points.items():
+            log.info(
+                "entry point %s on %s:%d, %d workers", name, ep.host, ep.port, self.worker_count
+            )
 
     # -- signals --------------------------------------------------------------
 
@@ -217,24 +191,32 @@ class Arbiter:
         while self.signals:
             sig = self.signals.pop(0)
             if sig in (signal.SIGTERM, signal.SIGINT):
-                self._stop("fast", signal.SIGTERM, _FAST_STOP_TIMEOUT)
+                self._stop("fast")
             elif sig == signal.SIGQUIT:
-                self._stop("graceful", signal.SIGQUIT, _GRACEFUL_STOP_TIMEOUT)
+                self._stop("graceful")
+            elif self.stopping:
+                continue  # nothing else applies to a master on its way out
+            elif sig == signal.SIGHUP:
+                self._reload()
+            elif sig == signal.SIGUSR1:
+                self._reopen_logs()
             elif sig == signal.SIGTTIN:
                 self._add_worker()
             elif sig == signal.SIGTTOU:
                 self._remove_worker()
-            elif sig != signal.SIGCHLD:
-                log.warning("signal %s is not supported yet; ignored", signal.Signals(sig).name)
 
-    def _stop(self, how: str, worker_signal: int, timeout: float) -> None:
+    def _stop(self, how: str) -> None:
         if self.stopping == "fast" or self.stopping == how:
             return
         log.info("%s stop", how)
         self.stopping = how
+        if how == "fast":
+            timeout, worker_signal = _FAST_STOP_TIMEOUT, signal.SIGTERM
+        else:
+            timeout, worker_signal = self.config.stop_timeout + _STOP_MARGIN, signal.SIGQUIT
         self.stop_deadline = time.monotonic() + timeout
         for child in self.children.values():
-            self._signal(child.pid, worker_signal if child.slot >= 0 else signal.SIGTERM)
+            send_signal(child.pid, worker_signal if child.is_worker else signal.SIGTERM)
         # The workers close their copies as they stop accepting; closing the
         # master's too takes the sockets out of their SO_REUSEPORT groups at
         # once, so the kernel sends new connections to another instance on the
@@ -243,18 +225,23 @@ class Arbiter:
         # is already queued.
         self.listeners.close()
 
+    def _reopen_logs(self) -> None:
+        """USR1: reopen the log file here and in every child (logrotate)."""
+        reopen_logs()
+        for child in self.children.values():
+            send_signal(child.pid, signal.SIGUSR1)
+        log.info("USR1: log files reopened")
+
     def _add_worker(self) -> None:
         """TTIN: one worker more, in a new slot with sockets of its own."""
-        slot = self.worker_count
         try:
-            for name, ep in self.config.entry_points.items():
-                self.listeners.ensure(name, ep.host, ep.port, slot + 1)
+            self.listeners.update(self.config.entry_points, self.worker_count + 1)
         except OSError as exc:
             log.error("cannot add a worker: %s", exc)
             return
         self.worker_count += 1
         log.info("TTIN: %d workers", self.worker_count)
-        self._spawn(slot)
+        self._spawn(self.worker_count - 1)
 
     def _remove_worker(self) -> None:
         """TTOU: one worker fewer; the last slot's worker drains and its sockets close.
@@ -269,28 +256,162 @@ class Arbiter:
         self.worker_count -= 1
         slot = self.worker_count
         self.restarts.pop(slot, None)
-        for child in self.children.values():
-            if child.slot == slot:
-                self._signal(child.pid, signal.SIGQUIT)
-        self.listeners.close_slot(slot)
+        now = time.monotonic()
+        for child in self._workers():
+            if child.slot == slot and not child.superseded:
+                child.superseded = True
+                self._tell_to_drain(child, now)
+        self.listeners.update(self.config.entry_points, self.worker_count)
         log.info("TTOU: %d workers", self.worker_count)
         log_migrate_req()
 
     def _kill_all(self, sig: int) -> None:
         for child in self.children.values():
-            self._signal(child.pid, sig)
+            send_signal(child.pid, sig)
 
-    @staticmethod
-    def _signal(pid: int, sig: int) -> None:
+    # -- reloads --------------------------------------------------------------
+
+    def _reload(self) -> None:
+        """HUP: validate the configuration again; if valid, start a new worker generation.
+
+        Whatever is wrong leaves everything running as it was: the file
+        provider's configuration is validated with the static one, and the
+        new addresses are bound before anything is replaced.
+        """
+        log.info("HUP: reloading %s", self.config.source)
         try:
-            os.kill(pid, sig)
-        except ProcessLookupError:
-            pass
+            config = load_static(self.config.source)
+            file_config = load_file_config(config)
+        except ConfigError as exc:
+            for problem in exc.problems:
+                log.error("%s", problem)
+            log.error(
+                "reload failed: still running worker generation %d unchanged", self.generation
+            )
+            return
+        try:
+            self.listeners.update(config.entry_points, config.worker_count)
+        except OSError as exc:
+            log.error("reload failed: cannot listen: %s; still running unchanged", exc)
+            return
+        old, self.config = self.config, config
+        self.generation += 1
+        self.starting_generation = self.generation
+        self.worker_count = config.worker_count
+        self.restarts.clear()
+        if (old.log_level, old.log_file) != (config.log_level, config.log_file):
+            setup_logging("master", config.log_level, config.log_file)
+        log.info("reload: configuration valid; starting worker generation %d", self.generation)
+        self._log_entry_points()
+        self._reconfigure_providers(old, file_config)
+        for child in self._workers():
+            child.superseded = True
+        for slot in range(self.worker_count):
+            self._spawn(slot)
 
-    # -- children -------------------------------------------------------------
+    def _reconfigure_providers(self, old: StaticConfig, file_config: DynamicConfig | None) -> None:
+        """Apply the new configuration's providers, and publish what they give now."""
+        self.builder.entry_points = list(self.config.entry_points)
+        self.expected_providers = _providers(self.config)
+        for gone in set(self.provider_configs) - self.expected_providers:
+            del self.provider_configs[gone]
+        if file_config is not None:
+            # Validated just now: apply it at once rather than on the next poll,
+            # so the new generation starts with it.
+            self.provider_configs["file"] = file_config
+        if _discovery_settings(old) != _discovery_settings(self.config):
+            for child in self.children.values():
+                if not child.is_worker and not child.superseded:
+                    child.superseded = True
+                    send_signal(child.pid, signal.SIGTERM)
+            if self.expected_providers:
+                self._spawn(DISCOVERY)
+        if self.expected_providers <= set(self.provider_configs):
+            self._publish()
+
+    def _retire_superseded(self, now: float) -> None:
+        """Tell superseded workers to drain once every slot has a serving successor.
+
+        Until then the old workers keep serving: a new generation that fails
+        to start costs nothing but the log lines saying why.
+        """
+        waiting = [c for c in self._workers() if c.superseded and c.drain_deadline is None]
+        if not waiting or not self._all_slots_serving():
+            return
+        if self.starting_generation is not None:
+            log.info(
+                "worker generation %d serving in %d slots; draining %d old workers",
+                self.starting_generation,
+                self.worker_count,
+                len(waiting),
+            )
+            self.starting_generation = None
+        for child in waiting:
+            self._tell_to_drain(child, now)
+
+    def _all_slots_serving(self) -> bool:
+        acked = self.snapshot["generation"] if self.snapshot is not None else 0
+        serving = {
+            c.slot
+            for c in self._workers()
+            if not c.superseded and c.serving and c.snapshot_acked >= acked
+        }
+        return serving >= set(range(self.worker_count))
+
+    def _tell_to_drain(self, child: Child, now: float) -> None:
+        grace = self.config.graceful_timeout
+        child.drain_deadline = now + grace + _STOP_MARGIN
+        self._send(child, {"type": "stop", "grace": grace})
+
+    def _kill_late_drainers(self, now: float) -> None:
+        for child in self._workers():
+            if child.drain_deadline is not None and now > child.drain_deadline:
+                log.error(
+                    "%s (pid %d) is still draining past workers.gracefulTimeout; killing it",
+                    child.describe(),
+                    child.pid,
+                )
+                child.drain_deadline = None
+                send_signal(child.pid, signal.SIGKILL)
+
+    # -- supervision ----------------------------------------------------------
+
+    def _workers(self) -> Iterator[Child]:
+        return (c for c in list(self.children.values()) if c.is_worker)
 
     def _running(self, slot: int) -> bool:
-        return any(c.slot == slot for c in self.children.values())
+        return any(c.slot == slot and not c.superseded for c in self.children.values())
+
+    def _sample(self) -> None:
+        """Sample each worker's memory and CPU; replace one above workers.maxMemory."""
+        limit = self.config.max_memory
+        for child in self._workers():
+            child.sample()
+            if limit and child.rss > limit and child.serving and not child.superseded:
+                log.warning(
+                    "%s (pid %d) uses %d MiB, above workers.maxMemory (%d MiB); replacing it",
+                    child.describe(),
+                    child.pid,
+                    child.rss >> 20,
+                    limit >> 20,
+                )
+                child.superseded = True
+                self._spawn(child.slot)
+
+    def _kill_stuck(self, now: float) -> None:
+        """Kill workers whose event loop has been silent for workers.timeout (as gunicorn)."""
+        timeout = self.config.worker_timeout
+        for child in self._workers():
+            silent = now - max(child.last_seen, child.started)
+            if not child.stuck and silent > timeout:
+                log.error(
+                    "%s (pid %d) sent no heartbeat for %.1fs: its event loop is stuck; killing it",
+                    child.describe(),
+                    child.pid,
+                    silent,
+                )
+                child.stuck = True
+                send_signal(child.pid, signal.SIGKILL)
 
     def _spawn(self, slot: int) -> None:
         parent_end, child_end = socket.socketpair()
@@ -299,47 +420,46 @@ class Arbiter:
             parent_end.close()
             self._exec_child(slot, child_end)
         child_end.close()
-        child = Child(pid, slot, Channel(parent_end), time.monotonic())
+        child = Child(pid, slot, Channel(parent_end), time.monotonic(), self.generation)
         self.children[pid] = child
         self.selector.register(child.channel, selectors.EVENT_READ, child)
-        if slot >= 0 and self.snapshot is not None:
+        if child.is_worker and self.snapshot is not None:
             self._send(child, {"type": "snapshot", "snapshot": self.snapshot})
-        log.info("started %s (pid %d)", _describe(slot), pid)
+        log.info("started %s (pid %d)", child.describe(), pid)
 
     def _exec_child(self, slot: int, channel: socket.socket) -> None:
         """In the forked child: drop the master's resources and run the child's main."""
         code = 1
         try:
-            set_process_name("portside-disc" if slot < 0 else f"portside-w{slot}")
+            set_process_name("portside-disc" if slot == DISCOVERY else f"portside-w{slot}")
             signal.set_wakeup_fd(-1)
             self.selector.close()
             os.close(self._wakeup_r)
             os.close(self._wakeup_w)
             for child in self.children.values():
                 child.channel.close()
+            config = self.config
             main: Callable[[], int]
-            if slot < 0:
+            if slot == DISCOVERY:
                 from portside.master.discovery import run_discovery
 
-                setup_logging("discovery", self.config.log_level)
+                setup_logging("discovery", config.log_level, config.log_file)
                 self.listeners.close()
-                main = lambda: run_discovery(channel, self.config)  # noqa: E731
+                main = lambda: run_discovery(channel, config)  # noqa: E731
             else:
-                from portside.worker.main import run_worker
-
-                setup_logging(f"worker {slot}", self.config.log_level)
-                sockets = self.listeners.for_slot(slot)
+                setup_logging(f"worker {slot}", config.log_level, config.log_file)
+                sockets = self.listeners.for_slot(slot, config.entry_points)
                 for sock in self.listeners.all():
                     if sock not in sockets.values():
                         sock.close()
                 main = lambda: run_worker(  # noqa: E731
-                    slot, sockets, channel, self.config, self.counters.view
+                    slot, sockets, channel, config, self.counters.view
                 )
             code = main()
         except KeyboardInterrupt:
             code = 0
         except BaseException:
-            logging.getLogger("portside").exception("%s crashed", _describe(slot))
+            logging.getLogger("portside").exception("%s crashed", describe(slot))
         finally:
             logging.shutdown()
             os._exit(code)
@@ -357,17 +477,19 @@ class Arbiter:
                 continue
             self.selector.unregister(child.channel)
             child.channel.close()
-            if self.stopping or child.slot >= self.worker_count:
-                continue  # stopping, or a slot removed by TTOU
+            if self.stopping or child.superseded or child.slot >= self.worker_count:
+                if child.superseded and child.is_worker:
+                    log.info("old %s (pid %d) %s", child.describe(), pid, exit_reason(status))
+                continue
             now = time.monotonic()
             delay = self.restarts.setdefault(child.slot, Restarts()).after_exit(
                 now - child.started, now
             )
             log.warning(
                 "%s (pid %d) %s; restarting%s",
-                _describe(child.slot),
+                child.describe(),
                 pid,
-                _exit_reason(status),
+                exit_reason(status),
                 f" in {delay:.1f}s (it keeps failing at start)" if delay else "",
             )
 
@@ -392,22 +514,31 @@ class Arbiter:
                 # The supervisor must outlive any bad message or bug in
                 # building a snapshot: the workers keep the last good one.
                 log.exception(
-                    "cannot apply a %r message from %s", message.get("type"), _describe(child.slot)
+                    "cannot apply a %r message from %s", message.get("type"), child.describe()
                 )
 
     def _handle(self, child: Child, message: dict[str, Any]) -> None:
         """Apply one message: acks and stats from workers, configs and health from discovery."""
         kind = message.get("type")
-        if kind == "ack" and child.slot >= 0:
-            child.generation_acked = int(message.get("generation", 0))
-        elif kind == "stats" and child.slot >= 0:
-            self.totals.add(message)
-        elif kind == "config" and child.slot < 0:
-            self._provider_update(str(message.get("provider")), message.get("config"))
-        elif kind == "health" and child.slot < 0:
-            self._health_update(message.get("unhealthy"))
+        if child.is_worker:
+            if "connections" in message:
+                child.connections = int(message["connections"])
+            if kind == "ack":
+                child.snapshot_acked = int(message.get("generation", 0))
+            elif kind == "serving":
+                child.serving = True
+            elif kind == "stats":
+                self.totals.add(message)
+        elif not child.superseded:
+            # A superseded discovery process may still report on its way out.
+            if kind == "config":
+                self._provider_update(str(message.get("provider")), message.get("config"))
+            elif kind == "health":
+                self._health_update(message.get("unhealthy"))
 
     def _provider_update(self, provider: str, data: dict[str, Any] | None) -> None:
+        if provider not in self.expected_providers:
+            return
         if data is None:
             config = self.provider_configs.get(provider, DynamicConfig.EMPTY)
         else:
@@ -447,9 +578,10 @@ class Arbiter:
             len(snapshot["routers"]),
             len(snapshot["services"]),
         )
-        for child in self.children.values():
-            if child.slot >= 0:
-                self._send(child, {"type": "snapshot", "snapshot": snapshot})
+        # Draining workers get it too: the requests they still serve go
+        # where the configuration now says.
+        for child in self._workers():
+            self._send(child, {"type": "snapshot", "snapshot": snapshot})
 
     def _send(self, child: Child, message: dict[str, Any]) -> None:
         child.channel.send(message)
@@ -465,23 +597,27 @@ class Arbiter:
             pass
 
 
+def _providers(config: StaticConfig) -> set[str]:
+    return {
+        name
+        for name, settings in (("file", config.file_provider), ("docker", config.docker_provider))
+        if settings is not None
+    }
+
+
+def _discovery_settings(config: StaticConfig) -> tuple[Any, ...]:
+    """What the discovery process runs with: a reload that changes it restarts discovery."""
+    return (
+        config.file_provider,
+        config.docker_provider,
+        tuple(config.entry_points),
+        config.log_level,
+        config.log_file,
+    )
+
+
 def _same_routes(a: dict[str, Any], b: dict[str, Any]) -> bool:
     return a["routers"] == b["routers"] and a["services"] == b["services"]
-
-
-def _describe(slot: int) -> str:
-    return "discovery" if slot < 0 else f"worker {slot}"
-
-
-def _exit_reason(status: int) -> str:
-    if os.WIFSIGNALED(status):
-        number = os.WTERMSIG(status)
-        try:
-            name = signal.Signals(number).name
-        except ValueError:
-            name = f"signal {number}"  # real-time signals have no name
-        return f"was killed by {name}"
-    return f"exited with code {os.waitstatus_to_exitcode(status)}"
 
 
 def run(config_path: str) -> int:
@@ -493,7 +629,7 @@ def run(config_path: str) -> int:
         for problem in exc.problems:
             log.error("%s", problem)
         return 2
-    setup_logging("master", config.log_level)
+    setup_logging("master", config.log_level, config.log_file)
     try:
         return Arbiter(config).run()
     except OSError as exc:

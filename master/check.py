@@ -34,19 +34,34 @@ def _check(path: str) -> int:
     try:
         static = load_static(path)
         print(f"{path}: OK")
-        provider = static.file_provider
-        if provider is not None:
-            source = provider.filename or provider.directory or ""
-            dynamic = load_file_provider(provider)
-            unknown = unknown_entry_points(dynamic, static, source)
-            if unknown:
-                raise ConfigError(unknown)
-            print(f"{source}: OK")
+        if static.file_provider is not None:
+            load_file_config(static)
+            print(f"{file_source(static)}: OK")
     except ConfigError as exc:
         for problem in exc.problems:
             print(f"error: {problem}", file=sys.stderr)
         return 1
     return 0
+
+
+def file_source(static: StaticConfig) -> str:
+    """The file or directory the file provider reads ("" without one)."""
+    provider = static.file_provider
+    return "" if provider is None else provider.filename or provider.directory or ""
+
+
+def load_file_config(static: StaticConfig) -> DynamicConfig | None:
+    """The file provider's dynamic configuration, validated against the static one.
+
+    None without a file provider; ConfigError lists every problem.
+    """
+    if static.file_provider is None:
+        return None
+    dynamic = load_file_provider(static.file_provider)
+    unknown = unknown_entry_points(dynamic, static, file_source(static))
+    if unknown:
+        raise ConfigError(unknown)
+    return dynamic
 
 
 def unknown_entry_points(dynamic: DynamicConfig, static: StaticConfig, source: str) -> list[str]:

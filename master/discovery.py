@@ -21,6 +21,7 @@ from portside.master.dynamic_config import DynamicConfig, parse_dynamic
 from portside.master.errors import ConfigError
 from portside.master.file_provider import POLL_INTERVAL, FileWatcher
 from portside.master.health_checks import HealthChecker
+from portside.master.logs import reopen_logs
 from portside.master.static_config import StaticConfig
 
 log = logging.getLogger("portside.discovery")
@@ -36,8 +37,9 @@ def run_discovery(channel: socket.socket, config: StaticConfig) -> int:
     signal.set_wakeup_fd(-1)
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGCHLD):
         signal.signal(sig, signal.SIG_DFL)
-    for sig in (signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2, signal.SIGTTIN, signal.SIGTTOU):
+    for sig in (signal.SIGHUP, signal.SIGUSR2, signal.SIGTTIN, signal.SIGTTOU):
         signal.signal(sig, signal.SIG_IGN)
+    signal.signal(signal.SIGUSR1, lambda signum, frame: reopen_logs())
     channel.setblocking(True)
     send_lock = threading.Lock()
 

@@ -17,6 +17,7 @@ from typing import Any
 
 from portside.master.durations import parse_duration
 from portside.master.errors import ConfigError, Problems, problem_text
+from portside.master.sizes import parse_size
 
 log = logging.getLogger("portside.config")
 
@@ -173,6 +174,16 @@ class Table:
         except ConfigError as exc:
             self.problems.extend(exc)
             return default
+
+    def size(self, name: str) -> int | None:
+        """A size in bytes (see parse_size), or None if absent or invalid."""
+        if name not in self.data:
+            return None
+        try:
+            return parse_size(self.data[name])
+        except ValueError as exc:
+            self.problem(name, str(exc))
+            return None
 
     def strings(self, name: str) -> list[tuple[str, str]] | None:
         """An array of non-empty strings as (dotted key, value) pairs, or None if absent/invalid."""

@@ -13,6 +13,8 @@ from __future__ import annotations
 import logging
 import socket
 
+from portside.master.static_config import EntryPoint
+
 log = logging.getLogger("portside.master")
 
 #: The kernel caps this at net.core.somaxconn (4096 on current kernels).
@@ -36,28 +38,43 @@ def bind_listener(host: str, port: int) -> socket.socket:
 
 
 class ListenerSet:
-    """The master's listening sockets, keyed by (entry point, slot)."""
+    """The master's listening sockets, keyed by (host, port, slot).
+
+    Keyed by address rather than entry point name, so that a reload which
+    keeps an address keeps its sockets (and whatever is queued on them),
+    even if the entry point was renamed.
+    """
 
     def __init__(self) -> None:
-        self._socks: dict[tuple[str, int], socket.socket] = {}
+        self._socks: dict[tuple[str, int, int], socket.socket] = {}
 
-    def ensure(self, entry_point: str, host: str, port: int, slots: int) -> None:
-        """Make sure slots 0..slots-1 of an entry point each have a socket."""
-        for slot in range(slots):
-            if (entry_point, slot) not in self._socks:
-                self._socks[entry_point, slot] = bind_listener(host, port)
+    def update(self, entry_points: dict[str, EntryPoint], slots: int) -> None:
+        """Have exactly slots 0..slots-1 of every entry point's address.
 
-    def for_slot(self, slot: int) -> dict[str, socket.socket]:
+        Missing sockets are bound first, all or none: if one cannot be bound,
+        the ones just bound are closed, OSError is raised and nothing changes.
+        Sockets no longer wanted are then closed; a worker still holding its
+        copy keeps accepting on it until it stops.
+        """
+        wanted = {(ep.host, ep.port, slot) for ep in entry_points.values() for slot in range(slots)}
+        added: dict[tuple[str, int, int], socket.socket] = {}
+        try:
+            for key in sorted(wanted - set(self._socks)):
+                added[key] = bind_listener(key[0], key[1])
+        except OSError:
+            for sock in added.values():
+                sock.close()
+            raise
+        self._socks.update(added)
+        for key in set(self._socks) - wanted:
+            self._socks.pop(key).close()
+
+    def for_slot(self, slot: int, entry_points: dict[str, EntryPoint]) -> dict[str, socket.socket]:
         """The sockets a worker in this slot serves, by entry point name."""
-        return {ep: sock for (ep, s), sock in self._socks.items() if s == slot}
+        return {name: self._socks[ep.host, ep.port, slot] for name, ep in entry_points.items()}
 
     def all(self) -> list[socket.socket]:
         return list(self._socks.values())
-
-    def close_slot(self, slot: int) -> None:
-        """Close the sockets of one slot (its worker was removed)."""
-        for key in [k for k in self._socks if k[1] == slot]:
-            self._socks.pop(key).close()
 
     def close(self) -> None:
         for sock in self._socks.values():

@@ -17,11 +17,18 @@ Example::
     [providers.file]
     directory = "dynamic/"
 
+    [lifeCycle]                 # defaults for every entry point's transport.lifeCycle
+    requestAcceptGraceTimeout = "0s"
+    graceTimeOut = "10s"
+
     [log]
     level = "INFO"
+    filePath = "/var/log/portside.log"   # reopened on SIGUSR1; default: stderr
 
     [workers]
     count = 4
+    gracefulTimeout = "30s"     # how long an old generation may drain after a reload
+    maxMemory = "512MiB"        # a worker above this is replaced gracefully
 """
 
 from __future__ import annotations
@@ -48,6 +55,18 @@ class EntryPoint:
     port: int  # 1..65535
     trusted_ips: tuple[str, ...]  # networks whose X-Forwarded-* headers are trusted
     idle_timeout: float  # seconds a keep-alive client connection may sit idle
+    #: On a graceful stop, keep accepting this long (while /ping says 503) ...
+    accept_grace: float = 0.0
+    #: ... then stop accepting and give requests in flight this long to finish.
+    grace_timeout: float = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class LifeCycle:
+    """Traefik's entry point `transport.lifeCycle`: the phases of a graceful stop."""
+
+    request_accept_grace_timeout: float = 0.0
+    grace_timeout: float = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +117,19 @@ class StaticConfig:
     worker_timeout: float = 30.0
     #: Pin worker i to CPU i (modulo the CPU count), for bare-metal hosts.
     cpu_affinity: bool = False
+    #: After a reload, the old generation of workers drains for at most this long.
+    graceful_timeout: float = 30.0
+    #: A worker whose RSS exceeds this many bytes is replaced gracefully; None: no limit.
+    max_memory: int | None = None
+    #: Where the log goes; None for stderr. Reopened on SIGUSR1 (logrotate).
+    log_file: str | None = None
+
+    @property
+    def stop_timeout(self) -> float:
+        """The longest a graceful stop (QUIT) can take, over every entry point."""
+        return max(
+            (ep.accept_grace + ep.grace_timeout for ep in self.entry_points.values()), default=0.0
+        )
 
 
 def load_static(path: str) -> StaticConfig:
@@ -109,21 +141,24 @@ def parse_static(data: dict[str, Any], source: str) -> StaticConfig:
     """Validate already-parsed TOML; ConfigError lists every problem, each naming `source`."""
     problems = Problems(source)
     root = Table(data, "", problems)
-    root.check_keys(("entryPoints", "serversTransport", "providers", "log", "workers"))
+    root.check_keys(("entryPoints", "serversTransport", "providers", "log", "workers", "lifeCycle"))
     if data.get("entryPoints", {}) == {}:
         problems.add("entryPoints", "at least one entry point is required")
-    entry_points = _entry_points(root.table("entryPoints"))
+    life_cycle = _life_cycle(root.table("lifeCycle"), LifeCycle())
+    entry_points = _entry_points(root.table("entryPoints"), life_cycle)
     servers_transport = _servers_transport(root.table("serversTransport"))
     file_provider, docker_provider = _providers(root.table("providers"))
-    log_level = _log_level(root.table("log"))
+    log_level, log_file = _log(root.table("log"))
     workers = root.table("workers")
-    workers.check_keys(("count", "timeout", "cpuAffinity"))
+    workers.check_keys(("count", "timeout", "cpuAffinity", "gracefulTimeout", "maxMemory"))
     worker_count = workers.integer("count", os.cpu_count() or 1, minimum=1)
     worker_timeout = workers.duration("timeout", 30.0)
     if worker_timeout < 2:
         # Workers send a heartbeat once a second; less would kill healthy ones.
         workers.problem("timeout", "must be at least 2s (workers send a heartbeat every second)")
     cpu_affinity = workers.boolean("cpuAffinity", False)
+    graceful_timeout = workers.duration("gracefulTimeout", 30.0)
+    max_memory = workers.size("maxMemory")
     problems.raise_if_any()
     assert worker_count is not None  # any invalid value was reported and raised above
     return StaticConfig(
@@ -136,6 +171,9 @@ def parse_static(data: dict[str, Any], source: str) -> StaticConfig:
         docker_provider=docker_provider,
         worker_timeout=worker_timeout,
         cpu_affinity=cpu_affinity,
+        graceful_timeout=graceful_timeout,
+        max_memory=max_memory or None,
+        log_file=log_file,
     )
 
 
@@ -170,11 +208,11 @@ def parse_address(text: str) -> tuple[str, int]:
         return host, port
 
 
-def _entry_points(table: Table) -> dict[str, EntryPoint]:
+def _entry_points(table: Table, life_cycle: LifeCycle) -> dict[str, EntryPoint]:
     result: dict[str, EntryPoint] = {}
     bound: dict[tuple[str, int], str] = {}  # every valid address so far -> its entry point
     for name, ep in table.tables():
-        entry_point = _entry_point(name, ep)
+        entry_point = _entry_point(name, ep, life_cycle)
         if entry_point is not None:
             result[name] = entry_point
         # Checked even when the entry point has other problems: they are independent.
@@ -199,7 +237,7 @@ def _valid_address(value: object) -> tuple[str, int] | None:
         return None
 
 
-def _entry_point(name: str, ep: Table) -> EntryPoint | None:
+def _entry_point(name: str, ep: Table, defaults: LifeCycle) -> EntryPoint | None:
     before = len(ep.problems)
     ep.check_keys(("address", "forwardedHeaders", "transport"))
     host, port = "", 0
@@ -220,14 +258,33 @@ def _entry_point(name: str, ep: Table) -> EntryPoint | None:
             ep.problems.add(key, f"expected an IP address or CIDR network, got {text!r}")
 
     transport = ep.table("transport")
-    transport.check_keys(("respondingTimeouts",))
+    transport.check_keys(("respondingTimeouts", "lifeCycle"))
     responding = transport.table("respondingTimeouts")
     responding.check_keys(("idleTimeout",))
     idle_timeout = responding.duration("idleTimeout", 180.0)
+    life_cycle = _life_cycle(transport.table("lifeCycle"), defaults)
 
     if len(ep.problems) > before:
         return None
-    return EntryPoint(name, host, port, tuple(trusted), idle_timeout)
+    return EntryPoint(
+        name,
+        host,
+        port,
+        tuple(trusted),
+        idle_timeout,
+        life_cycle.request_accept_grace_timeout,
+        life_cycle.grace_timeout,
+    )
+
+
+def _life_cycle(table: Table, defaults: LifeCycle) -> LifeCycle:
+    # Traefik sets these per entry point; a top-level [lifeCycle] gives the
+    # defaults, so one stanza covers every entry point.
+    table.check_keys(("requestAcceptGraceTimeout", "graceTimeOut"))
+    return LifeCycle(
+        table.duration("requestAcceptGraceTimeout", defaults.request_accept_grace_timeout),
+        table.duration("graceTimeOut", defaults.grace_timeout),
+    )
 
 
 def _overlaps(a: tuple[str, int], b: tuple[str, int]) -> bool:
@@ -321,14 +378,17 @@ def _file_provider(providers: Table) -> FileProvider | None:
     )
 
 
-def _log_level(table: Table) -> str:
-    table.check_keys(("level",))
+def _log(table: Table) -> tuple[str, str | None]:
+    """The log level and file ([log] level, filePath)."""
+    table.check_keys(("level", "filePath"))
+    path = table.string("filePath")
+    log_file = None if path in (None, "-") else os.path.abspath(path)
     level = table.string("level")
     if level is None:
-        return "INFO"
+        return "INFO", log_file
     normalized = level.strip().upper()
     if normalized == "WARNING":
         normalized = "WARN"
     if normalized not in LOG_LEVELS:
         table.problem("level", f"expected one of {', '.join(LOG_LEVELS)}, got {level!r}")
-    return normalized
+    return normalized, log_file

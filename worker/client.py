@@ -70,7 +70,6 @@ class ClientConnection(asyncio.Protocol):
         "write_paused",
         "last_active",
         "closing",
-        "used",
         "_queue",
         "_parsing",
         "_url",
@@ -99,8 +98,6 @@ class ClientConnection(asyncio.Protocol):
         self.last_active = 0.0
         #: No new request will be served after the one in flight (shutdown).
         self.closing = False
-        #: Whether a request has been served (a fresh connection has not sent one yet).
-        self.used = False
         self._queue: deque[Exchange] = deque()
         self._parsing: Exchange | None = None
         self._url = b""
@@ -291,7 +288,6 @@ class ClientConnection(asyncio.Protocol):
     def exchange_finished(self, exchange: Exchange) -> None:
         """The current exchange is complete in both directions: serve the next."""
         self.current = None
-        self.used = True
         self._resume(_PAUSE_UPSTREAM)
         self.last_active = self.loop.time()
         if self._bad_request and not self._queue:

@@ -2,8 +2,13 @@
 
 The worker learns its routes only from the master, over its socketpair, and
 starts accepting once the first snapshot has arrived; until then the kernel
-queues connections on the socket it inherited. It exits when the master goes
-away (the socketpair reaches EOF).
+queues connections on the socket it inherited. It then tells the master it
+is serving, which is what lets a reload retire the previous generation.
+
+It stops on SIGTERM/SIGINT (at once), on SIGQUIT (gracefully, per entry
+point lifeCycle) or on a `stop` message from the master (retired by a reload
+or replaced: drain for the given grace). It exits when the master goes away
+(the socketpair reaches EOF).
 """
 
 from __future__ import annotations
@@ -18,18 +23,20 @@ from typing import Any
 import uvloop
 
 from portside.master.channel import ChannelError, Message, MessageReader, encode
+from portside.master.logs import reopen_logs
 from portside.master.sockets import BACKLOG
 from portside.master.static_config import StaticConfig
 from portside.worker.client import ClientConnection
+from portside.worker.drain import Phases, drain, quit_phases, retire_phases
 from portside.worker.runtime import WorkerRuntime
 
 log = logging.getLogger("portside.worker")
 
-#: How long a graceful stop waits for requests in flight (Traefik's graceTimeOut default).
-GRACE_TIMEOUT = 10.0
 _SWEEP_INTERVAL = 1.0
-FAST, GRACEFUL = "fast", "graceful"
-_HEARTBEAT = {"type": "beat"}
+#: The stop future's result: FAST, or the graceful phases of each entry point.
+FAST = "fast"
+StopOrder = str | dict[str, Phases]
+_SERVING = {"type": "serving"}
 
 
 class ControlProtocol(asyncio.Protocol):
@@ -39,6 +46,7 @@ class ControlProtocol(asyncio.Protocol):
         self._runtime = runtime
         self._ready = ready
         self._stop = stop
+        self._quit = quit_phases(runtime.config.entry_points)
         self._reader = MessageReader()
         self.transport: asyncio.Transport | None = None
 
@@ -50,28 +58,33 @@ class ControlProtocol(asyncio.Protocol):
             messages = self._reader.feed(data)
         except ChannelError as exc:
             log.error("bad message from the master: %s", exc)
-            self._request_stop(GRACEFUL)
+            self._request_stop(self._quit)
             return
         for message in messages:
             self._handle(message)
 
     def connection_lost(self, exc: Exception | None) -> None:
         log.info("the master went away; stopping")
-        self._request_stop(GRACEFUL)
+        self._request_stop(self._quit)
 
     def send(self, message: Message) -> None:
         if self.transport is not None and not self.transport.is_closing():
             self.transport.write(encode(message))
 
     def _handle(self, message: dict[str, Any]) -> None:
-        if message.get("type") == "snapshot":
+        kind = message.get("type")
+        if kind == "snapshot":
             snapshot = message["snapshot"]
             self._runtime.apply_snapshot(snapshot)
             self.send({"type": "ack", "generation": snapshot["generation"]})
             if not self._ready.done():
                 self._ready.set_result(None)
+        elif kind == "stop":
+            # Retired by a reload, or replaced for using too much memory.
+            grace = float(message["grace"])
+            self._request_stop(retire_phases(self._runtime.config.entry_points, grace))
 
-    def _request_stop(self, how: str) -> None:
+    def _request_stop(self, how: StopOrder) -> None:
         if not self._stop.done():
             self._stop.set_result(how)
 
@@ -89,6 +102,7 @@ def run_worker(
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGCHLD):
         signal.signal(sig, signal.SIG_DFL)
     # Process-group signals meant for the master must not kill workers.
+    # (SIGUSR1, forwarded by the master, reopens the log file: set in _serve.)
     for sig in (signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2, signal.SIGTTIN, signal.SIGTTOU):
         signal.signal(sig, signal.SIG_IGN)
     if config.cpu_affinity:
@@ -111,13 +125,14 @@ async def _serve(
     ready: asyncio.Future = loop.create_future()
     stop: asyncio.Future = loop.create_future()
 
-    def request_stop(how: str) -> None:
+    def request_stop(how: StopOrder) -> None:
         if not stop.done():
             stop.set_result(how)
 
     loop.add_signal_handler(signal.SIGTERM, request_stop, FAST)
     loop.add_signal_handler(signal.SIGINT, request_stop, FAST)
-    loop.add_signal_handler(signal.SIGQUIT, request_stop, GRACEFUL)
+    loop.add_signal_handler(signal.SIGQUIT, request_stop, quit_phases(config.entry_points))
+    loop.add_signal_handler(signal.SIGUSR1, reopen_logs)
 
     _, master = await loop.create_unix_connection(
         lambda: ControlProtocol(runtime, ready, stop), sock=control
@@ -126,32 +141,23 @@ async def _serve(
     # loop from the moment the worker exists.
     sweeper = _Sweeper(runtime, master)
     await asyncio.wait([ready, stop], return_when=asyncio.FIRST_COMPLETED)
-    servers = []
+    servers: dict[str, asyncio.Server] = {}
     if not stop.done():
         for name, sock in sockets.items():
             ep = runtime.entry_points[name]
-            servers.append(
-                await loop.create_server(
-                    lambda ep=ep: ClientConnection(runtime, ep), sock=sock, backlog=BACKLOG
-                )
+            servers[name] = await loop.create_server(
+                lambda ep=ep: ClientConnection(runtime, ep), sock=sock, backlog=BACKLOG
             )
-        log.info("worker %d serving generation %d", slot, runtime.generation)
+        master.send(_SERVING)
+        log.info("worker %d serving configuration generation %d", slot, runtime.generation)
     how = await stop
-    for server in servers:
-        server.close()
-    sweeper.cancel()
-    if how == GRACEFUL:
-        await _drain(runtime)
-
-
-async def _drain(runtime: WorkerRuntime) -> None:
-    """Let requests in flight finish, for at most GRACE_TIMEOUT seconds."""
-    deadline = runtime.loop.time() + GRACE_TIMEOUT
-    while runtime.connections and runtime.loop.time() < deadline:
-        runtime.close_idle()
-        await asyncio.sleep(0.05)
-    if runtime.connections:
-        log.warning("grace period over; closing %d connections", len(runtime.connections))
+    if isinstance(how, dict):
+        # The sweeper keeps running: heartbeats show the master the drain is alive.
+        await drain(runtime, servers, how)
+    else:
+        for server in servers.values():
+            server.close()
+    sweeper.stop()
 
 
 class _Sweeper:
@@ -165,9 +171,16 @@ class _Sweeper:
 
     def _tick(self) -> None:
         self._runtime.sweep()
-        # The counters double as the heartbeat; with nothing counted, a bare one.
-        self._master.send(self._runtime.stats.take() or _HEARTBEAT)
+        self.report()
         self._handle = self._runtime.loop.call_later(_SWEEP_INTERVAL, self._tick)
 
-    def cancel(self) -> None:
+    def report(self) -> None:
+        """Send the counters, which double as the heartbeat, and the open connections."""
+        message = self._runtime.stats.take() or {"type": "beat"}
+        message["connections"] = len(self._runtime.connections)
+        self._master.send(message)
+
+    def stop(self) -> None:
+        """Stop ticking, after a last report so that nothing counted is lost."""
         self._handle.cancel()
+        self.report()

@@ -23,8 +23,6 @@ from portside.worker.upstream import UpstreamPool
 _Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
-#: Seconds a never-used connection may take to send its request during a graceful stop.
-FRESH_GRACE = 1.0
 #: Resends when nothing is configured: one per other server, at most this many.
 DEFAULT_RESENDS = 3
 
@@ -128,6 +126,8 @@ class WorkerRuntime:
         self.connections: set[Any] = set()
         self.stats = WorkerStats()
         self.generation = 0
+        #: Set when a graceful stop begins (/ping answers 503 from then on).
+        self.shutting_down = False
         self._counters = counters
         self._pools: dict[tuple[str, int], UpstreamPool] = {}
 
@@ -181,16 +181,3 @@ class WorkerRuntime:
         idle_timeout = self.config.servers_transport.idle_conn_timeout
         for pool in self._pools.values():
             pool.sweep(now, idle_timeout)
-
-    def close_idle(self) -> None:
-        """For a graceful stop: close idle connections, and the rest after their request.
-
-        A connection accepted just before the stop has not had time to send
-        its request; closing it would fail that request, so it gets
-        FRESH_GRACE seconds to send one, answered with Connection: close.
-        """
-        now = self.loop.time()
-        for conn in list(self.connections):
-            conn.closing = True
-            if conn.idle and (conn.used or now - conn.last_active > FRESH_GRACE):
-                conn.close()
