@@ -233,37 +233,55 @@ class Arbiter:
         log.info("USR1: log files reopened")
 
     def _add_worker(self) -> None:
-        """TTIN: one worker more, in a new slot with sockets of its own."""
-        try:
-            self.listeners.update(self.config.entry_points, self.worker_count + 1)
-        except OSError as exc:
-            log.error("cannot add a worker: %s", exc)
-            return
-        self.worker_count += 1
-        log.info("TTIN: %d workers", self.worker_count)
-        self._spawn(self.worker_count - 1)
+        """TTIN: one worker more, in a new slot."""
+        if self._resize(self.worker_count + 1):
+            log.info("TTIN: %d workers", self.worker_count)
 
     def _remove_worker(self) -> None:
-        """TTOU: one worker fewer; the last slot's worker drains and its sockets close.
+        """TTOU: one worker fewer; the last slot's worker drains once the others serve.
 
-        Closing a socket of a SO_REUSEPORT group resets the connections still
-        queued on it, unless net.ipv4.tcp_migrate_req=1 lets the kernel move
-        them to the remaining sockets (DESIGN §3).
+        Its sockets are closed, or kept and served by another worker, as
+        net.ipv4.tcp_migrate_req decides (see ListenerSet).
         """
         if self.worker_count <= 1:
             log.warning("TTOU: keeping the last worker")
             return
-        self.worker_count -= 1
-        slot = self.worker_count
-        self.restarts.pop(slot, None)
-        now = time.monotonic()
+        if self._resize(self.worker_count - 1):
+            log.info("TTOU: %d workers", self.worker_count)
+            log_migrate_req()
+
+    def _resize(self, count: int) -> bool:
+        """Change the worker count of the running generation; False if it cannot be done.
+
+        A worker whose set of sockets changes (it adopts or gives back the
+        socket of a removed slot) is replaced, the way a reload replaces
+        every worker: the successor starts, then the old one drains.
+        """
+        before = {slot: self._socket_fds(slot) for slot in range(self.worker_count)}
+        try:
+            self.listeners.update(self.config.entry_points, count)
+        except OSError as exc:
+            log.error("cannot change the worker count: %s", exc)
+            return False
+        self.worker_count = count
+        for slot in [s for s in self.restarts if s >= count]:
+            del self.restarts[slot]
         for child in self._workers():
-            if child.slot == slot and not child.superseded:
+            if child.superseded:
+                continue
+            if child.slot >= count:
+                child.superseded = True  # drained once the remaining slots serve
+            elif self._socket_fds(child.slot) != before[child.slot]:
                 child.superseded = True
-                self._tell_to_drain(child, now)
-        self.listeners.update(self.config.entry_points, self.worker_count)
-        log.info("TTOU: %d workers", self.worker_count)
-        log_migrate_req()
+                self._spawn(child.slot)
+        for slot in range(count):
+            if not self._running(slot):
+                self._spawn(slot)
+        return True
+
+    def _socket_fds(self, slot: int) -> list[int]:
+        sockets = self.listeners.for_slot(slot, self.config.entry_points)
+        return sorted(sock.fileno() for socks in sockets.values() for sock in socks)
 
     def _kill_all(self, sig: int) -> None:
         for child in self.children.values():
@@ -431,7 +449,6 @@ class Arbiter:
         """In the forked child: drop the master's resources and run the child's main."""
         code = 1
         try:
-            set_process_name("portside-disc" if slot == DISCOVERY else f"portside-w{slot}")
             signal.set_wakeup_fd(-1)
             self.selector.close()
             os.close(self._wakeup_r)
@@ -449,12 +466,16 @@ class Arbiter:
             else:
                 setup_logging(f"worker {slot}", config.log_level, config.log_file)
                 sockets = self.listeners.for_slot(slot, config.entry_points)
+                mine = {sock for socks in sockets.values() for sock in socks}
                 for sock in self.listeners.all():
-                    if sock not in sockets.values():
+                    if sock not in mine:
                         sock.close()
                 main = lambda: run_worker(  # noqa: E731
                     slot, sockets, channel, config, self.counters.view
                 )
+            # Named once it holds only its own sockets, so that what `ss -ltnp`
+            # shows under a name is what that process serves.
+            set_process_name("portside-disc" if slot == DISCOVERY else f"portside-w{slot}")
             code = main()
         except KeyboardInterrupt:
             code = 0

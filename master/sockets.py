@@ -43,20 +43,31 @@ class ListenerSet:
     Keyed by address rather than entry point name, so that a reload which
     keeps an address keeps its sockets (and whatever is queued on them),
     even if the entry point was renamed.
+
+    When the worker count shrinks and net.ipv4.tcp_migrate_req is 0, closing
+    the sockets of the removed slots would reset the connections queued on
+    them. Those sockets are kept instead, and each is served by a remaining
+    worker (slot modulo the worker count): nothing is lost, at the price of
+    that worker taking a larger share of new connections until the count
+    grows back. With tcp_migrate_req=1 the kernel moves the queue, so they
+    are closed.
     """
 
     def __init__(self) -> None:
         self._socks: dict[tuple[str, int, int], socket.socket] = {}
+        self._slots = 0  # the worker count the sockets were last arranged for
 
     def update(self, entry_points: dict[str, EntryPoint], slots: int) -> None:
-        """Have exactly slots 0..slots-1 of every entry point's address.
+        """Have slots 0..slots-1 of every entry point's address, and nothing else needed.
 
         Missing sockets are bound first, all or none: if one cannot be bound,
         the ones just bound are closed, OSError is raised and nothing changes.
-        Sockets no longer wanted are then closed; a worker still holding its
-        copy keeps accepting on it until it stops.
+        Sockets no longer wanted are then closed (see the class docstring for
+        those of removed slots); a worker still holding its copy keeps
+        accepting on it until it stops.
         """
-        wanted = {(ep.host, ep.port, slot) for ep in entry_points.values() for slot in range(slots)}
+        addresses = {(ep.host, ep.port) for ep in entry_points.values()}
+        wanted = {(host, port, slot) for host, port in addresses for slot in range(slots)}
         added: dict[tuple[str, int, int], socket.socket] = {}
         try:
             for key in sorted(wanted - set(self._socks)):
@@ -66,12 +77,31 @@ class ListenerSet:
                 sock.close()
             raise
         self._socks.update(added)
+        self._slots = slots
+        keep_orphans = migrate_req() is not True
         for key in set(self._socks) - wanted:
-            self._socks.pop(key).close()
+            if not (keep_orphans and key[:2] in addresses):
+                self._socks.pop(key).close()
 
-    def for_slot(self, slot: int, entry_points: dict[str, EntryPoint]) -> dict[str, socket.socket]:
-        """The sockets a worker in this slot serves, by entry point name."""
-        return {name: self._socks[ep.host, ep.port, slot] for name, ep in entry_points.items()}
+    def for_slot(
+        self, slot: int, entry_points: dict[str, EntryPoint]
+    ) -> dict[str, list[socket.socket]]:
+        """The sockets a worker in this slot serves, by entry point name.
+
+        Its own, plus those of removed slots that map onto it.
+        """
+        return {
+            name: [
+                sock
+                for (host, port, s), sock in sorted(self._socks.items())
+                if (host, port) == (ep.host, ep.port) and s % self._slots == slot
+            ]
+            for name, ep in entry_points.items()
+        }
+
+    def orphans(self) -> int:
+        """How many sockets belong to removed slots (kept; see the class docstring)."""
+        return sum(1 for _, _, slot in self._socks if slot >= self._slots)
 
     def all(self) -> list[socket.socket]:
         return list(self._socks.values())
@@ -82,25 +112,29 @@ class ListenerSet:
         self._socks.clear()
 
 
-def log_migrate_req() -> None:
-    """Say what net.ipv4.tcp_migrate_req means for shrinking the worker count."""
+def migrate_req() -> bool | None:
+    """Whether net.ipv4.tcp_migrate_req is on here; None where the kernel lacks it (< 5.14)."""
     try:
         with open(_MIGRATE_REQ) as f:
-            value = f.read().strip()
+            return f.read().strip() != "0"
     except OSError:
+        return None
+
+
+def log_migrate_req() -> None:
+    """Say what net.ipv4.tcp_migrate_req means for shrinking the worker count."""
+    enabled = migrate_req()
+    if enabled:
         log.info(
-            "net.ipv4.tcp_migrate_req is not available (Linux < 5.14): removing a worker "
-            "resets the connections queued on its socket"
+            "net.ipv4.tcp_migrate_req=1: when the worker count shrinks, the connections "
+            "queued on a removed worker's socket move to the remaining workers"
         )
         return
-    if value == "0":
-        log.info(
-            "net.ipv4.tcp_migrate_req=0: removing a worker resets the connections queued "
-            "on its socket; set it to 1 to have the kernel move them to another worker"
-        )
-    else:
-        log.info(
-            "net.ipv4.tcp_migrate_req=%s: connections queued on a removed worker's socket "
-            "move to the remaining workers",
-            value,
-        )
+    setting = "is not available (Linux < 5.14)" if enabled is None else "=0"
+    log.info(
+        "net.ipv4.tcp_migrate_req%s: when the worker count shrinks, a removed worker's "
+        "sockets stay open and a remaining worker serves them, since closing them would "
+        "reset the connections queued there; set it to 1 to have them closed and the "
+        "queue moved instead",
+        setting,
+    )

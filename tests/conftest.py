@@ -138,8 +138,8 @@ class Portside:
         staging.write_text(textwrap.dedent(text))
         os.replace(staging, self.dynamic_path)
 
-    def start(self, dynamic: str) -> Portside:
-        self.write_dynamic(dynamic)
+    def write_static(self) -> None:
+        """(Re)write the static file from `port`, `workers` and the extra settings."""
         self.static_path.write_text(
             textwrap.dedent(
                 f"""
@@ -157,6 +157,10 @@ class Portside:
             )
             + textwrap.dedent(self.extra_static)
         )
+
+    def start(self, dynamic: str) -> Portside:
+        self.write_dynamic(dynamic)
+        self.write_static()
         self.log = open(self.tmp / "portside.log", "w")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
             [*PORTSIDE, "--config", str(self.static_path)],
@@ -170,10 +174,10 @@ class Portside:
         return (self.tmp / "portside.log").read_text()
 
     def worker_pids(self) -> list[int]:
-        """Pids of the workers that have settled on their one listening socket.
+        """Pids of the workers that accept on the port, draining ones excluded.
 
-        Right after fork a child still holds every inherited socket; it
-        counts only once it has closed all but its own.
+        A child takes its worker name only once it has closed the sockets it
+        inherited but does not serve; a draining worker has closed its own.
         """
         pids = []
         for child in psutil.Process(self.proc.pid).children():
@@ -187,7 +191,7 @@ class Portside:
                 ]
             except psutil.NoSuchProcess:
                 continue
-            if len(listening) == 1:
+            if listening:
                 pids.append(child.pid)
         return sorted(pids)
 
@@ -244,14 +248,45 @@ def portside(tmp_path: Path) -> Iterator[Callable[..., Portside]]:
         assert not alive, f"portside left children running: {alive}"
 
 
+@pytest.fixture
+def migrate_req(request: pytest.FixtureRequest) -> Iterator[int]:
+    """net.ipv4.tcp_migrate_req for the test (this network namespace), restored after.
+
+    1 unless parametrized indirectly with another value.
+    """
+    value = getattr(request, "param", 1)
+    path = "/proc/sys/net/ipv4/tcp_migrate_req"
+    try:
+        with open(path) as f:
+            before = f.read().strip()
+        with open(path, "w") as f:
+            f.write(str(value))
+    except OSError as exc:
+        pytest.skip(f"cannot set tcp_migrate_req: {exc}")
+    yield value
+    with open(path, "w") as f:
+        f.write(before)
+
+
 class Load:
     """Sends requests back to back from a few threads, recording every outcome.
 
-    Bounded: it stops when told to, or after `max_seconds`.
+    With `keep_alive`, each thread reuses its connection as wrk does, and
+    opens a new one only after a response that says `Connection: close`;
+    otherwise every request has a connection of its own. Bounded: it stops
+    when told to, or after `max_seconds`.
     """
 
-    def __init__(self, port: int, host: str, threads: int = 4, max_seconds: float = 30.0) -> None:
+    def __init__(
+        self,
+        port: int,
+        host: str,
+        threads: int = 4,
+        max_seconds: float = 30.0,
+        keep_alive: bool = False,
+    ) -> None:
         self.port, self.host = port, host
+        self.keep_alive = keep_alive
         self.results: list[tuple[float, int, str | None]] = []
         self.errors: list[BaseException] = []
         self._stop = threading.Event()
@@ -262,16 +297,30 @@ class Load:
             t.start()
 
     def _run(self) -> None:
-        while not self._stop.is_set() and time.monotonic() < self._deadline:
-            try:
-                resp = request(self.port, self.host, timeout=5)
-                outcome = (time.monotonic(), resp.status, resp.field("Name"))
-            except (OSError, ConnectionError) as exc:
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=5)
+        try:
+            while not self._stop.is_set() and time.monotonic() < self._deadline:
+                try:
+                    resp = self._send(conn)
+                    outcome = (time.monotonic(), resp.status, resp.field("Name"))
+                except (OSError, http.client.HTTPException) as exc:
+                    conn.close()  # the next request opens a new connection
+                    with self._lock:
+                        self.errors.append(exc)
+                    continue
                 with self._lock:
-                    self.errors.append(exc)
-                continue
-            with self._lock:
-                self.results.append(outcome)
+                    self.results.append(outcome)
+        finally:
+            conn.close()
+
+    def _send(self, conn: http.client.HTTPConnection) -> Response:
+        if not self.keep_alive:
+            return request(self.port, self.host, timeout=5)
+        # http.client closes the connection itself after `Connection: close`
+        # and reconnects on the next request.
+        conn.request("GET", "/", headers={"Host": self.host})
+        resp = conn.getresponse()
+        return Response(resp.status, resp.headers, resp.read())
 
     def seen(self, name: str, since: float) -> bool:
         with self._lock:

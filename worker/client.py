@@ -293,7 +293,11 @@ class ClientConnection(asyncio.Protocol):
         if self._bad_request and not self._queue:
             self._reject()
             return
-        if not exchange.keep_alive or self.closing:
+        # Close only when the response said so. One that promised keep-alive
+        # before a drain began leaves the connection open: the client's next
+        # request, maybe already on its way, is answered with Connection:
+        # close, or the drain closes the connection once it has been quiet.
+        if not exchange.keep_alive:
             self.close()
             return
         if self._starting:

@@ -50,7 +50,7 @@ def retire_phases(entry_points: dict[str, EntryPoint], grace: float) -> dict[str
 
 
 async def drain(
-    runtime: WorkerRuntime, servers: dict[str, asyncio.Server], phases: dict[str, Phases]
+    runtime: WorkerRuntime, servers: dict[str, list[asyncio.Server]], phases: dict[str, Phases]
 ) -> None:
     """Run the stop phases of every entry point; return when nothing is left to serve."""
     runtime.shutting_down = True
@@ -59,10 +59,12 @@ async def drain(
     accepting = dict(servers)
     draining: set[str] = set()
     over: set[str] = set()
+    closed = False  # every server was already closed at the previous poll
     while True:
         elapsed = loop.time() - start
         for name in [n for n in accepting if elapsed >= phases[n].accept_grace]:
-            accepting.pop(name).close()
+            for server in accepting.pop(name):
+                server.close()
             draining.add(name)
         for name in draining - over:
             if elapsed >= phases[name].accept_grace + phases[name].grace:
@@ -74,8 +76,12 @@ async def drain(
                 conn.closing = True
                 if conn.idle and now - conn.last_active > IDLE_CLOSE_AFTER:
                     conn.close()
-        if not accepting and not runtime.connections:
+        # Only after a poll since the last close: a connection accepted in the
+        # same loop iteration gets its connection_made() in the next one, and
+        # would be dropped unanswered if the worker exited now.
+        if not accepting and not runtime.connections and closed:
             return
+        closed = not accepting
         await asyncio.sleep(_POLL)
 
 

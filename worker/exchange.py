@@ -442,8 +442,13 @@ class Exchange:
         or a backend answering early) leaves the client free to stop sending
         it (RFC 9110 §10.1.1, Expect: 100-continue). The connection's framing
         would then be lost, so it is closed after this response.
+
+        A worker that began draining after the request arrived says
+        `Connection: close` now: this is the last moment the client can be
+        told, so that it opens a new connection instead of sending its next
+        request into one about to close.
         """
-        if not self.request_done:
+        if not self.request_done or self.client.closing:
             self.keep_alive = False
 
     def _respond_error(self, status: int, detail: str | None = None) -> None:

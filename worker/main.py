@@ -91,7 +91,7 @@ class ControlProtocol(asyncio.Protocol):
 
 def run_worker(
     slot: int,
-    sockets: dict[str, socket.socket],
+    sockets: dict[str, list[socket.socket]],
     control: socket.socket,
     config: StaticConfig,
     counters: memoryview,
@@ -115,7 +115,7 @@ def run_worker(
 
 async def _serve(
     slot: int,
-    sockets: dict[str, socket.socket],
+    sockets: dict[str, list[socket.socket]],
     control: socket.socket,
     config: StaticConfig,
     counters: memoryview,
@@ -141,13 +141,16 @@ async def _serve(
     # loop from the moment the worker exists.
     sweeper = _Sweeper(runtime, master)
     await asyncio.wait([ready, stop], return_when=asyncio.FIRST_COMPLETED)
-    servers: dict[str, asyncio.Server] = {}
+    servers: dict[str, list[asyncio.Server]] = {}
     if not stop.done():
-        for name, sock in sockets.items():
+        for name, socks in sockets.items():
             ep = runtime.entry_points[name]
-            servers[name] = await loop.create_server(
-                lambda ep=ep: ClientConnection(runtime, ep), sock=sock, backlog=BACKLOG
-            )
+            servers[name] = [
+                await loop.create_server(
+                    lambda ep=ep: ClientConnection(runtime, ep), sock=sock, backlog=BACKLOG
+                )
+                for sock in socks
+            ]
         master.send(_SERVING)
         log.info("worker %d serving configuration generation %d", slot, runtime.generation)
     how = await stop
@@ -155,8 +158,9 @@ async def _serve(
         # The sweeper keeps running: heartbeats show the master the drain is alive.
         await drain(runtime, servers, how)
     else:
-        for server in servers.values():
-            server.close()
+        for group in servers.values():
+            for server in group:
+                server.close()
     sweeper.stop()
 
 
