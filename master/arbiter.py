@@ -402,19 +402,36 @@ class Arbiter:
 
     def _sample(self) -> None:
         """Sample each worker's memory and CPU; replace one above workers.maxMemory."""
-        limit = self.config.max_memory
         for child in self._workers():
             child.sample()
-            if limit and child.rss > limit and child.serving and not child.superseded:
+            if self._over_memory(child):
                 log.warning(
                     "%s (pid %d) uses %d MiB, above workers.maxMemory (%d MiB); replacing it",
                     child.describe(),
                     child.pid,
                     child.rss >> 20,
-                    limit >> 20,
+                    (self.config.max_memory or 0) >> 20,
                 )
                 child.superseded = True
                 self._spawn(child.slot)
+
+    def _over_memory(self, child: Child) -> bool:
+        limit = self.config.max_memory
+        if not limit or child.rss <= limit or not child.serving or child.superseded:
+            return False
+        if child.serving_rss > limit:
+            # Its successor would be over the limit from the start: replacing
+            # it would only churn. Said once per worker.
+            if not child.memory_warned:
+                child.memory_warned = True
+                log.error(
+                    "workers.maxMemory (%d MiB) is below what a fresh worker uses (%d MiB);"
+                    " not replacing workers for memory",
+                    limit >> 20,
+                    child.serving_rss >> 20,
+                )
+            return False
+        return True
 
     def _kill_stuck(self, now: float) -> None:
         """Kill workers whose event loop has been silent for workers.timeout (as gunicorn)."""
@@ -548,6 +565,7 @@ class Arbiter:
                 child.snapshot_acked = int(message.get("generation", 0))
             elif kind == "serving":
                 child.serving = True
+                child.sample()  # before it takes load: what a fresh worker needs
             elif kind == "stats":
                 self.totals.add(message)
         elif not child.superseded:

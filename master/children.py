@@ -39,6 +39,9 @@ class Child:
     drain_deadline: float | None = None
     # Sampled once a second: psutil for memory and CPU, the worker's own report for connections.
     rss: int = 0
+    #: The RSS sampled when it started serving: what a fresh worker needs.
+    serving_rss: int = 0
+    memory_warned: bool = False
     cpu_percent: float = 0.0
     connections: int = 0
     process: psutil.Process | None = field(default=None, repr=False)
@@ -56,6 +59,8 @@ class Child:
             if self.process is None:
                 self.process = psutil.Process(self.pid)
             self.rss = self.process.memory_info().rss
+            if self.serving and not self.serving_rss:
+                self.serving_rss = self.rss
             # CPU since the previous call: the first one says 0.0.
             self.cpu_percent = self.process.cpu_percent(None)
         except psutil.Error:

@@ -32,7 +32,7 @@ def setup_logging(role: str, level: str = "INFO", file_path: str | None = None) 
         handler = ReopenableFileHandler(file_path, encoding="utf-8")
     handler.setFormatter(
         logging.Formatter(
-            f"%(asctime)s %(levelname)s [{role} %(process)d] %(message)s",
+            f"%(asctime)s.%(msecs)03d %(levelname)s [{role} %(process)d] %(message)s",
             datefmt="%Y-%m-%dT%H:%M:%S",
         )
     )
