@@ -150,3 +150,17 @@ def test_reload_adds_and_removes_entry_points_on_kept_sockets(portside, whoami):
     wait_until(lambda: not listening_socket_inodes(other))
     assert listening_socket_inodes(proxy.port) == web_sockets
     assert proxy.get("whoami.localhost").status == 200
+
+
+def test_reload_restarts_discovery_with_new_provider_settings(portside, whoami):
+    proxy = portside(lb_config(whoami("a")))
+    other = proxy.tmp / "other.toml"
+    other.write_text(lb_config(whoami("b")))
+    static = proxy.static_path.read_text()
+    proxy.static_path.write_text(static.replace(str(proxy.dynamic_path), str(other)))
+    reload(proxy, generation=2, slots=1)
+    assert proxy.get("whoami.localhost").field("Name") == "b"  # applied with the reload
+    # The new discovery process watches the new file.
+    other.write_text(lb_config(whoami("c")))
+    wait_until(lambda: proxy.get("whoami.localhost").field("Name") == "c")
+    assert "started discovery" in proxy.logs().split("reload: configuration valid")[1]
