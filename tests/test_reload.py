@@ -14,7 +14,7 @@ import time
 import psutil
 import pytest
 from conftest import Load, Portside, free_port, lb_config, request, wait_until
-from test_workers import listening_socket_inodes
+from test_workers import listening_socket_inodes, socket_inodes_of
 
 
 def reload(proxy: Portside, generation: int, slots: int) -> None:
@@ -130,7 +130,8 @@ def test_long_request_survives_a_reload(portside, whoami):
     wait_until(lambda: not psutil.pid_exists(old) or psutil.Process(old).status() == "zombie")
 
 
-def test_reload_adds_and_removes_entry_points_on_kept_sockets(portside, whoami):
+@pytest.mark.parametrize("migrate_req", [0, 1], indirect=True)
+def test_reload_adds_and_removes_entry_points_on_kept_sockets(portside, whoami, migrate_req):
     proxy = portside(lb_config(whoami("a")), workers=1)
     web_sockets = listening_socket_inodes(proxy.port)
     other = free_port()
@@ -148,7 +149,12 @@ def test_reload_adds_and_removes_entry_points_on_kept_sockets(portside, whoami):
     proxy.write_static()
     reload(proxy, generation=3, slots=1)
     wait_until(lambda: not listening_socket_inodes(other))
-    assert listening_socket_inodes(proxy.port) == web_sockets
+    if migrate_req:
+        assert listening_socket_inodes(proxy.port) == web_sockets
+    else:  # the removed slot's socket is kept, and worker 0 serves both
+        assert listening_socket_inodes(proxy.port) == after
+        (worker,) = wait_until(lambda: len(proxy.worker_pids()) == 1 and proxy.worker_pids())
+        assert socket_inodes_of(worker) >= after
     assert proxy.get("whoami.localhost").status == 200
 
 
