@@ -47,6 +47,20 @@ _PORT = re.compile(r"[0-9]{1,5}")
 
 
 @dataclass(frozen=True, slots=True)
+class Limits:
+    """What one request or connection may use ([entryPoints.<ep>.limits]); nginx-like defaults."""
+
+    max_uri_bytes: int = 8 * 1024  # longer -> 414 (nginx: large_client_header_buffers 8k)
+    max_header_bytes: int = 32 * 1024  # the whole head; more -> 431 (nginx: 4 x 8k)
+    max_header_fields: int = 100  # more -> 431
+    max_body_bytes: int | None = 1 << 20  # more -> 413 (nginx: client_max_body_size 1m)
+    #: Per worker; past it the worker stops accepting and the kernel queues.
+    max_connections: int = 4096
+    read_header_timeout: float = 60.0  # a head still incomplete after this -> 408
+    tunnel_idle_timeout: float = 300.0  # an Upgrade tunnel quiet this long is closed
+
+
+@dataclass(frozen=True, slots=True)
 class EntryPoint:
     """A listening address and its client-side settings."""
 
@@ -59,6 +73,7 @@ class EntryPoint:
     accept_grace: float = 0.0
     #: ... then stop accepting and give requests in flight this long to finish.
     grace_timeout: float = 10.0
+    limits: Limits = Limits()
 
 
 @dataclass(frozen=True, slots=True)
@@ -239,7 +254,7 @@ def _valid_address(value: object) -> tuple[str, int] | None:
 
 def _entry_point(name: str, ep: Table, defaults: LifeCycle) -> EntryPoint | None:
     before = len(ep.problems)
-    ep.check_keys(("address", "forwardedHeaders", "transport"))
+    ep.check_keys(("address", "forwardedHeaders", "transport", "limits"))
     host, port = "", 0
     address = ep.string("address", required=True)
     if address is not None:
@@ -260,9 +275,10 @@ def _entry_point(name: str, ep: Table, defaults: LifeCycle) -> EntryPoint | None
     transport = ep.table("transport")
     transport.check_keys(("respondingTimeouts", "lifeCycle"))
     responding = transport.table("respondingTimeouts")
-    responding.check_keys(("idleTimeout",))
+    responding.check_keys(("idleTimeout", "readHeaderTimeout", "tunnelIdleTimeout"))
     idle_timeout = responding.duration("idleTimeout", 180.0)
     life_cycle = _life_cycle(transport.table("lifeCycle"), defaults)
+    limits = _limits(ep.table("limits"), responding)
 
     if len(ep.problems) > before:
         return None
@@ -274,6 +290,40 @@ def _entry_point(name: str, ep: Table, defaults: LifeCycle) -> EntryPoint | None
         idle_timeout,
         life_cycle.request_accept_grace_timeout,
         life_cycle.grace_timeout,
+        limits,
+    )
+
+
+def _limits(table: Table, responding: Table) -> Limits:
+    table.check_keys(
+        ("maxUriBytes", "maxHeaderBytes", "maxHeaderFields", "maxBodyBytes", "maxConnections")
+    )
+    defaults = Limits()
+
+    def positive(name: str, default: int) -> int:
+        value = table.size(name) if name.endswith("Bytes") else table.integer(name, default)
+        if value == 0:
+            table.problem(name, "must be greater than 0")
+        return default if value is None else value
+
+    body = table.size("maxBodyBytes")
+    header_timeout = responding.duration("readHeaderTimeout", defaults.read_header_timeout)
+    tunnel_timeout = responding.duration("tunnelIdleTimeout", defaults.tunnel_idle_timeout)
+    for name, value in (
+        ("readHeaderTimeout", header_timeout),
+        ("tunnelIdleTimeout", tunnel_timeout),
+    ):
+        if value == 0:
+            responding.problem(name, "must be greater than 0")
+    return Limits(
+        max_uri_bytes=positive("maxUriBytes", defaults.max_uri_bytes),
+        max_header_bytes=positive("maxHeaderBytes", defaults.max_header_bytes),
+        max_header_fields=positive("maxHeaderFields", defaults.max_header_fields),
+        # 0 turns the body limit off, as nginx's client_max_body_size 0 does.
+        max_body_bytes=defaults.max_body_bytes if body is None else (body or None),
+        max_connections=positive("maxConnections", defaults.max_connections),
+        read_header_timeout=header_timeout,
+        tunnel_idle_timeout=tunnel_timeout,
     )
 
 

@@ -42,7 +42,11 @@ class RssSampler:
 
 @pytest.fixture
 def one_worker(portside, whoami):
-    proxy = portside(lb_config(whoami("big")), workers=1)
+    proxy = portside(
+        lb_config(whoami("big")),
+        workers=1,
+        extra_static="[entryPoints.web.limits]\nmaxBodyBytes = 0\n",  # no body limit
+    )
     # warm the worker up so the baseline includes its steady-state allocations
     for _ in range(20):
         assert proxy.get("whoami.localhost").status == 200

@@ -5,6 +5,13 @@ uvicorn's httptools_impl. Requests are routed as soon as their headers are
 complete. Pipelined requests (RFC 9112 §9.3.2) queue behind the one in
 flight and the socket stops being read until the queue drains, so a client
 cannot make the proxy buffer without bound.
+
+llhttp (inside httptools) already refuses most malformed framing. What it
+lets through, or only notices after reporting the head, is checked here
+before the request is routed, so that nothing ambiguous reaches a backend
+(request smuggling): a Transfer-Encoding other than `chunked`, a missing or
+repeated Host, an absolute-form target naming another host. The entry
+point's limits answer 414, 431, 413 and 408.
 """
 
 from __future__ import annotations
@@ -37,6 +44,14 @@ _PAUSE_UPSTREAM = 2  # the backend is not taking the request body fast enough
 
 _HOST_CACHE: dict[bytes, str] = {}
 _HOST_CACHE_MAX = 4096
+
+
+class Rejected(Exception):
+    """Raised in a parser callback: answer the request with `status` and close."""
+
+    def __init__(self, status: int) -> None:
+        super().__init__(status)
+        self.status = status
 
 
 def normalize_host(raw: bytes) -> str:
@@ -75,7 +90,11 @@ class ClientConnection(asyncio.Protocol):
         "_url",
         "_fields",
         "_raw_host",
+        "_content_length",
         "_chunked",
+        "_body_left",
+        "_head_bytes",
+        "_head_since",
         "_incoming",
         "_named",
         "_paused",
@@ -102,13 +121,20 @@ class ClientConnection(asyncio.Protocol):
         self._parsing: Exchange | None = None
         self._url = b""
         self._fields: list[bytes] = []
-        self._raw_host = b""
+        self._raw_host: bytes | None = None
+        self._content_length: bytes | None = None
         self._chunked = False
+        #: Body bytes a chunked request may still send (maxBodyBytes); None: no limit.
+        self._body_left: int | None = None
+        #: Bytes received of a request head not yet complete, and since when (sweep).
+        self._head_bytes = 0
+        self._head_since = 0.0
         self._incoming: dict[bytes, bytes] | None = None
         self._named: set[bytes] | None = None
         self._paused = 0
         self._closed = False
-        self._bad_request = False
+        #: The status for a bad request queued behind the one in flight; 0: none.
+        self._bad_request = 0
         self._starting = False
         self._held: list[bytes] | None = None
 
@@ -126,6 +152,10 @@ class ClientConnection(asyncio.Protocol):
         self.runtime.connections.add(self)
 
     def data_received(self, data: bytes) -> None:
+        if self._parsing is None:
+            # Between requests every byte belongs to a head: bound them, so
+            # that no header, however split, can grow without limit.
+            self._head_bytes += len(data)
         while data:
             try:
                 self.parser.feed_data(data)
@@ -136,12 +166,19 @@ class ClientConnection(asyncio.Protocol):
                 # follows is the next pipelined request.
                 data = data[exc.args[0] :]
                 continue
-            except httptools.HttpParserCallbackError:
-                # Our own bug inside a callback, not the client's fault.
-                log.exception("internal error while handling a request")
-                self._reject()
+            except httptools.HttpParserCallbackError as exc:
+                rejected = exc.__context__
+                if isinstance(rejected, Rejected):
+                    self._reject(rejected.status)
+                else:
+                    # Our own bug inside a callback, not the client's fault.
+                    log.exception("internal error while handling a request")
+                    self._reject()
             except httptools.HttpParserError:
                 self._reject()
+            else:
+                if self._parsing is None and self._head_bytes > self.entry_point.max_head:
+                    self._reject(431)
             return
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -169,13 +206,21 @@ class ClientConnection(asyncio.Protocol):
 
     def on_url(self, url: bytes) -> None:
         self._url += url
+        if len(self._url) > self.entry_point.max_uri:
+            raise Rejected(414)
 
     def on_header(self, name: bytes, value: bytes) -> None:
         lname = name.lower()
         if lname not in REQUEST_SPECIAL:
             self._fields += (name, b": ", value, b"\r\n")
         elif lname == b"host":
+            if self._raw_host is not None:
+                raise Rejected(400)  # RFC 9112 §3.2: more than one Host
             self._raw_host = value
+            self._fields += (name, b": ", value, b"\r\n")
+        elif lname == b"content-length":
+            # llhttp has checked it: digits only, never twice.
+            self._content_length = value
             self._fields += (name, b": ", value, b"\r\n")
         elif lname in FORWARDED:
             if self.forwarded_by.trusted:  # type: ignore[union-attr]
@@ -187,8 +232,13 @@ class ClientConnection(asyncio.Protocol):
         elif lname == b"connection":
             self._named = connection_tokens(value, self._named)
         elif lname == b"transfer-encoding":
-            # llhttp has already refused any Transfer-Encoding whose final
-            # coding is not chunked, and Transfer-Encoding with Content-Length.
+            # llhttp refuses Transfer-Encoding with Content-Length, but only
+            # after reporting the head does it refuse a final coding other
+            # than chunked, and it takes "gzip, chunked". A proxy that cannot
+            # decode a coding must not pass it on (RFC 9112 §6.1): only a
+            # single `chunked` is accepted.
+            if self._chunked or value.strip().lower() != b"chunked":
+                raise Rejected(400)
             self._chunked = True
 
     def on_headers_complete(self) -> None:
@@ -196,27 +246,39 @@ class ClientConnection(asyncio.Protocol):
         fields = self._fields
         if self._named is not None:
             fields = drop_named(fields, self._named)
+        version = parser.get_http_version()
         raw_host = self._raw_host
+        if raw_host is None:
+            if version != "1.0":
+                raise Rejected(400)  # RFC 9112 §3.2: HTTP/1.1 requires Host
+            raw_host = b""
+        host = _HOST_CACHE.get(raw_host) or normalize_host(raw_host)
+        self._check_head(version, host, len(fields))
         exchange = Exchange(
             self,
             parser.get_method(),
             self._url,
             fields,
             raw_host,
-            _HOST_CACHE.get(raw_host) or normalize_host(raw_host),
-            parser.get_http_version() == "1.0",
+            host,
+            version == "1.0",
             parser.should_keep_alive() and not self.closing,
             self._chunked,
             self._incoming,
         )
+        if self._chunked:
+            self._body_left = self.entry_point.max_body
         # Reset for the next request here rather than in on_message_begin:
         # one parser callback less per request.
         self._url = b""
         self._fields = []
-        self._raw_host = b""
+        self._raw_host = None
+        self._content_length = None
         self._chunked = False
         self._incoming = None
         self._named = None
+        self._head_bytes = 0
+        self._head_since = 0.0
         self._parsing = exchange
         if self.current is None:
             self.current = exchange
@@ -226,11 +288,26 @@ class ClientConnection(asyncio.Protocol):
             self._pause(_PAUSE_PIPELINE)
 
     def on_body(self, body: bytes) -> None:
+        if self._body_left is not None:
+            self._body_left -= len(body)
+            if self._body_left < 0:
+                raise Rejected(413)
         self._parsing.request_body(body)  # type: ignore[union-attr]
 
     def on_message_complete(self) -> None:
         exchange, self._parsing = self._parsing, None
-        exchange.request_complete()  # type: ignore[union-attr]
+        if exchange.request_chunked:  # type: ignore[union-attr]
+            self._body_left = None
+            # Fields after a chunked body are its trailer section. The
+            # parser reported them through on_header: what on_header kept
+            # are the end-to-end ones (no Host, framing or hop-by-hop field
+            # may be a trailer, RFC 9110 §6.5.1), and the rest is dropped.
+            trailers, self._fields = self._fields, []
+            self._raw_host = self._content_length = self._incoming = self._named = None
+            self._chunked = False
+            exchange.request_complete(trailers)  # type: ignore[union-attr]
+        else:
+            exchange.request_complete()  # type: ignore[union-attr]
 
     # -- used by exchanges and the runtime ------------------------------------
 
@@ -291,7 +368,7 @@ class ClientConnection(asyncio.Protocol):
         self._resume(_PAUSE_UPSTREAM)
         self.last_active = self.loop.time()
         if self._bad_request and not self._queue:
-            self._reject()
+            self._reject(self._bad_request)
             return
         # Close only when the response said so. One that promised keep-alive
         # before a drain began leaves the connection open: the client's next
@@ -316,10 +393,42 @@ class ClientConnection(asyncio.Protocol):
         finally:
             self._starting = False
 
+    def sweep(self, now: float) -> None:
+        """Once a second: enforce the read-header and idle timeouts."""
+        if self._head_bytes and self._parsing is None and self.current is None:
+            # A request head has begun and is not complete (a slowloris).
+            if not self._head_since:
+                self._head_since = now
+            elif now - self._head_since > self.entry_point.limits.read_header_timeout:
+                self._reject(408)
+        elif self.idle and now - self.last_active > self.entry_point.idle_timeout:
+            self.close()
+
     # -- internals ------------------------------------------------------------
 
-    def _reject(self) -> None:
-        """Answer an unparsable request with 400 and close the connection.
+    def _check_head(self, version: str, host: str, field_count: int) -> None:
+        """What llhttp does not check about a complete head; raises Rejected."""
+        if version != "1.1" and version != "1.0":
+            raise Rejected(505)
+        if field_count > 4 * self.entry_point.limits.max_header_fields:
+            raise Rejected(431)  # four list items per field
+        length = self._content_length
+        limit = self.entry_point.max_body
+        if length is not None and limit is not None and int(length) > limit:
+            raise Rejected(413)
+        target = self._url
+        if target[:1] != b"/" and target != b"*":
+            # absolute-form (RFC 9112 §3.2.2): its authority must be the Host
+            # the request is routed by, or routing and backend would disagree.
+            scheme, sep, rest = target.partition(b"://")
+            authority = rest.partition(b"/")[0].partition(b"?")[0]
+            if not sep or scheme.lower() not in (b"http", b"https", b"ws", b"wss"):
+                raise Rejected(400)
+            if normalize_host(authority.rpartition(b"@")[2]) != host:
+                raise Rejected(400)
+
+    def _reject(self, status: int = 400) -> None:
+        """Answer a request that cannot be served (400, 408, 413, 414, 431, 505) and close.
 
         Requests before the bad one are answered first, in order.
         """
@@ -328,7 +437,7 @@ class ClientConnection(asyncio.Protocol):
             self._queue.pop()  # the malformed one was queued behind others
             self._parsing = None
         if current is not None and self._parsing is None:
-            self._bad_request = True
+            self._bad_request = status
             self._pause(_PAUSE_PIPELINE)
             return
         self._parsing = None
@@ -339,7 +448,7 @@ class ClientConnection(asyncio.Protocol):
             if current.response_started:
                 self.abort()
                 return
-        self.write(error_response(400, keep_alive=False))
+        self.write(error_response(status, keep_alive=False))
         self.close()
 
     def _pause(self, reason: int) -> None:

@@ -206,15 +206,16 @@ class Exchange:
             if self._pending_size > _PENDING_LIMIT:
                 self.client.pause_reading_for(self)
 
-    def request_complete(self) -> None:
-        """The client has sent the whole request."""
+    def request_complete(self, trailers: list[bytes] | None = None) -> None:
+        """The client has sent the whole request; a chunked one may end with trailer fields."""
         self.request_done = True
         if self.request_chunked and not self._discard_body:
-            self._keep_for_replay((_LAST_CHUNK,), 0)
+            last = b"0\r\n%s\r\n" % b"".join(trailers) if trailers else _LAST_CHUNK
+            self._keep_for_replay((last,), 0)
             if self.upstream is not None:
-                self.upstream.write(_LAST_CHUNK)
+                self.upstream.write(last)
             else:
-                self._pending.append(_LAST_CHUNK)
+                self._pending.append(last)
         if self._response_done:
             self.client.exchange_finished(self)
 
@@ -309,11 +310,15 @@ class Exchange:
         else:
             self.client.write(data)
 
-    def response_complete(self) -> None:
-        """The backend finished the response (its connection is already released)."""
+    def response_complete(self, trailers: list[bytes] | None = None) -> None:
+        """The backend finished the response (its connection is already released).
+
+        A chunked response's trailer fields are relayed to a client that
+        gets chunked framing; an HTTP/1.0 client cannot receive them.
+        """
         self.upstream = None
         if self._out_chunked:
-            self.client.write(_LAST_CHUNK)
+            self.client.write(b"0\r\n%s\r\n" % b"".join(trailers) if trailers else _LAST_CHUNK)
         self._finish_response()
 
     def upstream_closed(self, clean: bool) -> None:

@@ -40,8 +40,9 @@ FORWARDED = frozenset(
     }
 )
 
-#: Request fields that need more than copying (Host is copied *and* remembered).
-REQUEST_SPECIAL = HOP_BY_HOP | FORWARDED | {b"host"}
+#: Request fields that need more than copying (Host and Content-Length are copied
+#: *and* remembered).
+REQUEST_SPECIAL = HOP_BY_HOP | FORWARDED | {b"host", b"content-length"}
 #: Response fields that need more than copying.
 RESPONSE_SPECIAL = HOP_BY_HOP | {b"content-length"}
 

@@ -14,7 +14,7 @@ import socket
 from dataclasses import dataclass
 from typing import Any
 
-from portside.master.static_config import StaticConfig
+from portside.master.static_config import EntryPoint, StaticConfig
 from portside.worker.balancer import Balancer
 from portside.worker.routing import Route, RouteTable
 from portside.worker.stats import WorkerStats
@@ -83,14 +83,32 @@ def _retry_policy(retry: dict | None, service: Service) -> tuple[int, float]:
 class EntryPointRuntime:
     """One entry point in this worker: its routes and per-connection settings."""
 
-    __slots__ = ("name", "port", "idle_timeout", "table", "_trusted", "_trust_cache")
+    __slots__ = (
+        "name",
+        "port",
+        "idle_timeout",
+        "limits",
+        "max_uri",
+        "max_head",
+        "max_body",
+        "table",
+        "_trusted",
+        "_trust_cache",
+    )
 
-    def __init__(self, name: str, port: int, idle_timeout: float, trusted: tuple[str, ...]) -> None:
-        self.name = name
-        self.port = port
-        self.idle_timeout = idle_timeout
+    def __init__(self, ep: EntryPoint) -> None:
+        self.name = ep.name
+        self.port = ep.port
+        self.idle_timeout = ep.idle_timeout
+        self.limits = ep.limits
+        # The three checked on the request path, as plain attributes.
+        self.max_uri = ep.limits.max_uri_bytes
+        self.max_head = ep.limits.max_header_bytes
+        self.max_body = ep.limits.max_body_bytes
         self.table = RouteTable(())
-        self._trusted: list[_Network] = [ipaddress.ip_network(t, strict=False) for t in trusted]
+        self._trusted: list[_Network] = [
+            ipaddress.ip_network(t, strict=False) for t in ep.trusted_ips
+        ]
         self._trust_cache: dict[str, bool] = {}
 
     def is_trusted(self, ip: str) -> bool:
@@ -120,8 +138,7 @@ class WorkerRuntime:
         self.response_header_timeout = transport.response_header_timeout
         self.replay_limit = transport.replay_buffer_size
         self.entry_points = {
-            name: EntryPointRuntime(name, ep.port, ep.idle_timeout, ep.trusted_ips)
-            for name, ep in config.entry_points.items()
+            name: EntryPointRuntime(ep) for name, ep in config.entry_points.items()
         }
         self.connections: set[Any] = set()
         self.stats = WorkerStats()
@@ -173,11 +190,10 @@ class WorkerRuntime:
         self.generation = snapshot["generation"]
 
     def sweep(self) -> None:
-        """Close client and backend connections idle past their timeouts."""
+        """Enforce the client connections' timeouts; close idle backend connections."""
         now = self.loop.time()
         for conn in list(self.connections):
-            if conn.idle and now - conn.last_active > conn.entry_point.idle_timeout:
-                conn.close()
+            conn.sweep(now)
         idle_timeout = self.config.servers_transport.idle_conn_timeout
         for pool in self._pools.values():
             pool.sweep(now, idle_timeout)

@@ -36,6 +36,7 @@ class UpstreamConnection(asyncio.Protocol):
         "_content_length",
         "_chunked",
         "_named",
+        "_trailers",
         "_complete",
         "_reusable",
         "_closed",
@@ -51,6 +52,7 @@ class UpstreamConnection(asyncio.Protocol):
         self._content_length = False
         self._chunked = False
         self._named: set[bytes] | None = None
+        self._trailers: list[bytes] | None = None
         self._complete = False
         self._reusable = True
         self._closed = False
@@ -154,6 +156,13 @@ class UpstreamConnection(asyncio.Protocol):
     def on_message_complete(self) -> None:
         if self.exchange is None or self.exchange.awaiting_final_response():
             return
+        if self._fields or self._content_length or self._chunked or self._named is not None:
+            # Fields after a chunked body: its trailer section. The
+            # end-to-end ones go on to the client; the rest (framing,
+            # hop-by-hop) must not be trailers and is dropped.
+            self._trailers, self._fields = self._fields, []
+            self._content_length = self._chunked = False
+            self._named = None
         self._complete = True
         if not self.parser.should_keep_alive():
             self._reusable = False
@@ -202,7 +211,8 @@ class UpstreamConnection(asyncio.Protocol):
             # A response that came before the request body was fully sent
             # leaves the backend in an unknown state: do not reuse.
             self.close()
-        exchange.response_complete()
+        trailers, self._trailers = self._trailers, None
+        exchange.response_complete(trailers)
 
 
 class UpstreamPool:
