@@ -100,6 +100,7 @@ class ClientConnection(asyncio.Protocol):
         "_paused",
         "_closed",
         "_bad_request",
+        "_eof",
         "_starting",
         "_held",
     )
@@ -135,6 +136,7 @@ class ClientConnection(asyncio.Protocol):
         self._closed = False
         #: The status for a bad request queued behind the one in flight; 0: none.
         self._bad_request = 0
+        self._eof = False  # the client half-closed: close once it is answered
         self._starting = False
         self._held: list[bytes] | None = None
 
@@ -180,6 +182,17 @@ class ClientConnection(asyncio.Protocol):
                 if self._parsing is None and self._head_bytes > self.entry_point.max_head:
                     self._reject(431)
             return
+
+    def eof_received(self) -> bool:
+        """The client half-closed (RFC 9112 §9.6): answer what it sent, then close.
+
+        A request whose body was cut short can never complete; that closes
+        at once.
+        """
+        if self._parsing is not None or (self.current is None and not self._queue):
+            return False
+        self._eof = True
+        return True  # keep the transport open for writing
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._closed = True
@@ -253,7 +266,7 @@ class ClientConnection(asyncio.Protocol):
                 raise Rejected(400)  # RFC 9112 §3.2: HTTP/1.1 requires Host
             raw_host = b""
         host = _HOST_CACHE.get(raw_host) or normalize_host(raw_host)
-        self._check_head(version, host, len(fields))
+        self._check_head(version, host, fields)
         exchange = Exchange(
             self,
             parser.get_method(),
@@ -264,6 +277,7 @@ class ClientConnection(asyncio.Protocol):
             version == "1.0",
             parser.should_keep_alive() and not self.closing,
             self._chunked,
+            self._chunked or (self._content_length or b"0") != b"0",
             self._incoming,
         )
         if self._chunked:
@@ -374,7 +388,7 @@ class ClientConnection(asyncio.Protocol):
         # before a drain began leaves the connection open: the client's next
         # request, maybe already on its way, is answered with Connection:
         # close, or the drain closes the connection once it has been quiet.
-        if not exchange.keep_alive:
+        if not exchange.keep_alive or self._eof:
             self.close()
             return
         if self._starting:
@@ -406,12 +420,17 @@ class ClientConnection(asyncio.Protocol):
 
     # -- internals ------------------------------------------------------------
 
-    def _check_head(self, version: str, host: str, field_count: int) -> None:
+    def _check_head(self, version: str, host: str, fields: list[bytes]) -> None:
         """What llhttp does not check about a complete head; raises Rejected."""
         if version != "1.1" and version != "1.0":
             raise Rejected(505)
-        if field_count > 4 * self.entry_point.limits.max_header_fields:
+        ep = self.entry_point
+        if len(fields) > 4 * ep.limits.max_header_fields:
             raise Rejected(431)  # four list items per field
+        # _head_bytes counts whole reads, so it can include a body or the next
+        # request: only past the limit is the head itself measured.
+        if self._head_bytes > ep.max_head and len(self._url) + sum(map(len, fields)) > ep.max_head:
+            raise Rejected(431)
         length = self._content_length
         limit = self.entry_point.max_body
         if length is not None and limit is not None and int(length) > limit:

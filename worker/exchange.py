@@ -52,6 +52,7 @@ class Exchange:
         "http10",
         "keep_alive",
         "request_chunked",
+        "has_body",
         "request_done",
         "abandoned",
         "upstream",
@@ -88,6 +89,7 @@ class Exchange:
         http10: bool,
         keep_alive: bool,
         chunked: bool,
+        has_body: bool,
         incoming: dict[bytes, bytes] | None,
     ) -> None:
         self.client = client
@@ -102,6 +104,7 @@ class Exchange:
         self.http10 = http10
         self.keep_alive = keep_alive
         self.request_chunked = chunked
+        self.has_body = has_body
         self.request_done = False
         self.abandoned = False
         self.upstream: UpstreamConnection | None = None
@@ -444,7 +447,8 @@ class Exchange:
         """Before a final response goes out: keep the client connection only if safe.
 
         A response sent before the request body has fully arrived (an error,
-        or a backend answering early) leaves the client free to stop sending
+        or a backend answering early; a request without a body has none to
+        wait for) leaves the client free to stop sending
         it (RFC 9110 §10.1.1, Expect: 100-continue). The connection's framing
         would then be lost, so it is closed after this response.
 
@@ -453,7 +457,7 @@ class Exchange:
         told, so that it opens a new connection instead of sending its next
         request into one about to close.
         """
-        if not self.request_done or self.client.closing:
+        if (self.has_body and not self.request_done) or self.client.closing:
             self.keep_alive = False
 
     def _respond_error(self, status: int, detail: str | None = None) -> None:

@@ -19,6 +19,7 @@ _BODIES = {
     502: "502 Bad Gateway\n",
     503: "503 Service Unavailable\n",
     504: "504 Gateway Timeout\n",
+    505: "505 HTTP Version Not Supported\n",
 }
 
 
@@ -49,5 +50,8 @@ def error_response(
 ) -> bytes:
     """A complete error response; `detail` replaces the default body text."""
     if detail is None:
-        return _CACHE[status, keep_alive, http10]
+        cached = _CACHE.get((status, keep_alive, http10))
+        if cached is not None:
+            return cached
+        return _build(status, f"{status} {HTTPStatus(status).phrase}\n", keep_alive, http10)
     return _build(status, f"{status} {HTTPStatus(status).phrase}: {detail}\n", keep_alive, http10)

@@ -1,0 +1,129 @@
+"""A backend that records the exact bytes of every request it receives.
+
+It parses just enough HTTP/1.1 to find where each request ends (Content-Length
+or chunked, trailers included), so tests can assert what reached it and how
+it was framed. `GET /resp/<name>` answers with one of the canned, possibly
+broken, responses in RESPONSES; anything else gets a small 200.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+from dataclasses import dataclass, field
+
+OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+RESPONSES = {
+    "ok": OK,
+    "cl-and-te": b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n"
+    b"0\r\n\r\n",
+    "two-cl": b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\nok!",
+    "bad-status": b"HTTP/1.1 2x0 OK\r\nContent-Length: 2\r\n\r\nok",
+    "obs-fold": b"HTTP/1.1 200 OK\r\nX-A: 1\r\n  folded\r\nContent-Length: 2\r\n\r\nok",
+    "nul": b"HTTP/1.1 200 OK\r\nX-A: a\x00b\r\nContent-Length: 2\r\n\r\nok",
+    "bad-chunk": b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nok\r\n0\r\n\r\n",
+    "trailers": b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n"
+    b"0\r\nX-Checksum: abc\r\n\r\n",
+    "close-delimited": b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nuntil the end",
+}
+
+
+@dataclass
+class Received:
+    """One request as it arrived: head and body bytes exactly as framed on the wire."""
+
+    connection: int  # which backend connection carried it
+    head: bytes
+    body: bytes
+
+    @property
+    def target(self) -> bytes:
+        return self.head.split(b" ", 2)[1]
+
+
+@dataclass
+class RawBackend:
+    """A threaded recording backend on 127.0.0.1, stopped by `stop()`."""
+
+    received: list[Received] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self._server = socket.create_server(("127.0.0.1", 0))
+        self.port = self._server.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._lock = threading.Lock()
+        self._connections = 0
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def saw(self, marker: bytes) -> bool:
+        """Whether a request whose target contains `marker` arrived."""
+        with self._lock:
+            return any(marker in r.target for r in self.received)
+
+    def requests_for(self, marker: bytes) -> list[Received]:
+        with self._lock:
+            return [r for r in self.received if marker in r.target]
+
+    def stop(self) -> None:
+        self._server.close()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self._server.accept()
+            except OSError:
+                return
+            with self._lock:
+                self._connections += 1
+                number = self._connections
+            threading.Thread(target=self._serve, args=(conn, number), daemon=True).start()
+
+    def _serve(self, conn: socket.socket, number: int) -> None:
+        reader = conn.makefile("rb")
+        with conn, reader:
+            while True:
+                try:
+                    request = _read_request(reader, number)
+                except (OSError, ValueError):
+                    return
+                if request is None:
+                    return
+                with self._lock:
+                    self.received.append(request)
+                name = request.target.removeprefix(b"/resp/").decode("latin-1")
+                response = RESPONSES.get(name, OK) if request.target.startswith(b"/resp/") else OK
+                try:
+                    conn.sendall(response)
+                except OSError:
+                    return
+                if name == "close-delimited":
+                    return
+
+
+def _read_request(reader, number: int) -> Received | None:
+    head = b""
+    while not head.endswith(b"\r\n\r\n"):
+        line = reader.readline(65536)
+        if not line:
+            return None
+        head += line
+    lowered = head.lower()
+    body = b""
+    if b"\r\ntransfer-encoding: chunked\r\n" in lowered:
+        while True:
+            size_line = reader.readline(65536)
+            body += size_line
+            size = int(size_line.split(b";")[0], 16)
+            if size == 0:
+                while True:  # trailer section, up to the empty line
+                    line = reader.readline(65536)
+                    body += line
+                    if line in (b"\r\n", b""):
+                        break
+                break
+            body += reader.read(size + 2)
+    else:
+        for line in lowered.split(b"\r\n"):
+            if line.startswith(b"content-length:"):
+                body = reader.read(int(line.split(b":")[1]))
+    return Received(number, head, body)
