@@ -41,6 +41,7 @@ if TYPE_CHECKING:
 # Reasons to stop reading from the client; reading resumes when none is left.
 _PAUSE_PIPELINE = 1  # a pipelined request waits behind the one in flight
 _PAUSE_UPSTREAM = 2  # the backend is not taking the request body fast enough
+_PAUSE_UPGRADE = 4  # what follows an Upgrade request waits for the backend's answer
 
 _HOST_CACHE: dict[bytes, str] = {}
 _HOST_CACHE_MAX = 4096
@@ -95,6 +96,9 @@ class ClientConnection(asyncio.Protocol):
         "_body_left",
         "_head_bytes",
         "_head_since",
+        "_upgrade",
+        "_upgrade_rest",
+        "_tunnel",
         "_incoming",
         "_named",
         "_paused",
@@ -130,6 +134,10 @@ class ClientConnection(asyncio.Protocol):
         #: Bytes received of a request head not yet complete, and since when (sweep).
         self._head_bytes = 0
         self._head_since = 0.0
+        self._upgrade: bytes | None = None
+        #: Bytes after an Upgrade request: tunnel data after a 101, else the next request.
+        self._upgrade_rest: bytes | None = None
+        self._tunnel = False  # a 101 turned the connection into a byte tunnel
         self._incoming: dict[bytes, bytes] | None = None
         self._named: set[bytes] | None = None
         self._paused = 0
@@ -154,6 +162,12 @@ class ClientConnection(asyncio.Protocol):
         self.runtime.connections.add(self)
 
     def data_received(self, data: bytes) -> None:
+        if self._tunnel:
+            self.last_active = self.loop.time()
+            upstream = self.current.upstream  # type: ignore[union-attr]
+            if upstream is not None:
+                upstream.write(data)
+            return
         if self._parsing is None:
             # Between requests every byte belongs to a head: bound them, so
             # that no header, however split, can grow without limit.
@@ -162,12 +176,11 @@ class ClientConnection(asyncio.Protocol):
             try:
                 self.parser.feed_data(data)
             except httptools.HttpParserUpgrade as exc:
-                # Protocol upgrades (WebSocket) are relayed as plain requests
-                # for now: the backend answers without switching protocols.
-                # httptools stops at the end of the upgrade request; whatever
-                # follows is the next pipelined request.
-                data = data[exc.args[0] :]
-                continue
+                # httptools stops at the end of an Upgrade request. What
+                # follows is tunnel data if the backend switches protocols,
+                # else the next pipelined request: it waits for the answer.
+                self._upgrade_rest = data[exc.args[0] :]
+                self._pause(_PAUSE_UPGRADE)
             except httptools.HttpParserCallbackError as exc:
                 rejected = exc.__context__
                 if isinstance(rejected, Rejected):
@@ -187,8 +200,15 @@ class ClientConnection(asyncio.Protocol):
         """The client half-closed (RFC 9112 §9.6): answer what it sent, then close.
 
         A request whose body was cut short can never complete; that closes
-        at once.
+        at once. In a tunnel the FIN is passed on, and the backend's close
+        closes the client.
         """
+        if self._tunnel:
+            upstream = self.current.upstream  # type: ignore[union-attr]
+            if upstream is None:
+                return False
+            upstream.write_eof()
+            return True
         if self._parsing is not None or (self.current is None and not self._queue):
             return False
         self._eof = True
@@ -244,6 +264,8 @@ class ClientConnection(asyncio.Protocol):
                 incoming[lname] = value if previous is None else previous + b", " + value
         elif lname == b"connection":
             self._named = connection_tokens(value, self._named)
+        elif lname == b"upgrade":
+            self._upgrade = value
         elif lname == b"transfer-encoding":
             # llhttp refuses Transfer-Encoding with Content-Length, but only
             # after reporting the head does it refuse a final coding other
@@ -267,6 +289,12 @@ class ClientConnection(asyncio.Protocol):
             raw_host = b""
         host = _HOST_CACHE.get(raw_host) or normalize_host(raw_host)
         self._check_head(version, host, fields)
+        upgrade = self._upgrade
+        if upgrade is not None:
+            # Only an upgrade the Connection header asks for (RFC 9110 §7.8).
+            self._upgrade = None
+            if self._named is None or b"upgrade" not in self._named:
+                upgrade = None
         exchange = Exchange(
             self,
             parser.get_method(),
@@ -279,6 +307,7 @@ class ClientConnection(asyncio.Protocol):
             self._chunked,
             self._chunked or (self._content_length or b"0") != b"0",
             self._incoming,
+            upgrade,
         )
         if self._chunked:
             self._body_left = self.entry_point.max_body
@@ -391,6 +420,14 @@ class ClientConnection(asyncio.Protocol):
         if not exchange.keep_alive or self._eof:
             self.close()
             return
+        if exchange.upgrade is not None and self._upgrade_rest is not None:
+            # The backend declined the upgrade: what followed the request is
+            # the next request.
+            rest, self._upgrade_rest = self._upgrade_rest, None
+            self._resume(_PAUSE_UPGRADE)
+            if rest:
+                self.data_received(rest)
+            return
         if self._starting:
             return  # called from inside the loop below, which starts the next one
         # A loop, not recursion: queued requests the proxy answers itself
@@ -407,9 +444,26 @@ class ClientConnection(asyncio.Protocol):
         finally:
             self._starting = False
 
+    def start_tunnel(self) -> None:
+        """The backend switched protocols: relay bytes both ways from now on."""
+        self._tunnel = True
+        self.last_active = self.loop.time()
+        rest, self._upgrade_rest = self._upgrade_rest, None
+        if rest:
+            self.current.upstream.write(rest)  # type: ignore[union-attr]
+        self._resume(_PAUSE_UPGRADE)
+
+    def tunnel_data(self, data: bytes) -> None:
+        """Bytes from the backend's side of a tunnel."""
+        self.last_active = self.loop.time()
+        self.write(data)
+
     def sweep(self, now: float) -> None:
-        """Once a second: enforce the read-header and idle timeouts."""
-        if self._head_bytes and self._parsing is None and self.current is None:
+        """Once a second: enforce the tunnel, read-header and idle timeouts."""
+        if self._tunnel:
+            if now - self.last_active > self.entry_point.limits.tunnel_idle_timeout:
+                self.close()  # connection_lost closes the backend side too
+        elif self._head_bytes and self._parsing is None and self.current is None:
             # A request head has begun and is not complete (a slowloris).
             if not self._head_since:
                 self._head_since = now

@@ -53,6 +53,8 @@ class Exchange:
         "keep_alive",
         "request_chunked",
         "has_body",
+        "upgrade",
+        "tunnel",
         "request_done",
         "abandoned",
         "upstream",
@@ -91,6 +93,7 @@ class Exchange:
         chunked: bool,
         has_body: bool,
         incoming: dict[bytes, bytes] | None,
+        upgrade: bytes | None = None,
     ) -> None:
         self.client = client
         self.raw_method = raw_method
@@ -105,6 +108,10 @@ class Exchange:
         self.keep_alive = keep_alive
         self.request_chunked = chunked
         self.has_body = has_body
+        #: The protocol the client asks to switch to (Upgrade), if any.
+        self.upgrade = upgrade
+        #: A 101 turned the exchange into a byte tunnel between the two connections.
+        self.tunnel = False
         self.request_done = False
         self.abandoned = False
         self.upstream: UpstreamConnection | None = None
@@ -192,6 +199,7 @@ class Exchange:
             client.forwarded_by,
             self.incoming,
             self.request_chunked,
+            self.upgrade,
         )
         self._send_to(server)
 
@@ -277,6 +285,9 @@ class Exchange:
         self._final_seen = True
         if self._timer is not None:
             self._cancel_timer()
+        if status == 101:
+            self._switch_protocols(fields)
+            return
         pool = self.server.pool  # type: ignore[union-attr]
         if pool.failures:
             pool.record_success()
@@ -332,6 +343,9 @@ class Exchange:
         """
         self.upstream = None
         if self.abandoned:
+            return
+        if self.tunnel:
+            self.client.close()  # after what the backend sent last is written
             return
         if clean and self._final_seen and self._close_delimited:
             # RFC 9112 §6.3: without Content-Length or chunked framing the
@@ -437,6 +451,31 @@ class Exchange:
             self._send_to(server)
 
     # -- internals ------------------------------------------------------------
+
+    def _switch_protocols(self, fields: list[bytes]) -> None:
+        """A 101 (RFC 9110 §15.2.2): relay it, then relay bytes both ways.
+
+        The UpstreamConnection switches itself when its parser reports the
+        upgrade; here the client side switches.
+        """
+        if self.upgrade is None or self.abandoned:
+            # A 101 the client did not ask for cannot be relayed.
+            self.upstream_failed(502, "backend switched protocols unasked", INVALID)
+            return
+        counts = self.client.runtime.stats.responses
+        key = (self.route.service.name, 101)  # type: ignore[union-attr]
+        counts[key] = counts.get(key, 0) + 1
+        self.tunnel = True
+        self.response_started = True
+        self.client.write(
+            hdr.response_head(
+                101,
+                fields,
+                chunked=False,
+                connection=b"Connection: Upgrade\r\nUpgrade: %s\r\n" % self.upgrade,
+            )
+        )
+        self.client.start_tunnel()
 
     def _origin_form(self) -> bytes:
         """The target to send upstream for an absolute-form request (RFC 9112 §3.2.2)."""

@@ -104,13 +104,19 @@ def request_head(
     by: ForwardedBy,
     incoming: dict[bytes, bytes] | None,
     chunked: bool,
+    upgrade: bytes | None = None,
 ) -> bytes:
     """The request head to send upstream, as HTTP/1.1 over a keep-alive connection.
 
     `fields` are the client's end-to-end fields (Host included: it passes
     through unchanged, Traefik's passHostHeader). `incoming` holds the
     X-Forwarded-* values of a trusted peer, which are kept or appended to.
+    `upgrade` is the protocol a client asks to switch to (RFC 9110 §7.8):
+    Upgrade and Connection are hop-by-hop, so they are sent anew, and
+    X-Forwarded-Proto says `ws`, as Traefik does.
     """
+    if upgrade is not None:
+        incoming = {b"x-forwarded-proto": b"ws", **(incoming or {})}
     if incoming is None:
         forwarded = by.before_host + host + by.after_host
     else:
@@ -123,12 +129,13 @@ def request_head(
             by.server,
             incoming.get(b"x-real-ip", by.client_ip),
         )
-    return b"%s %s HTTP/1.1\r\n%s%s%s\r\n" % (
+    return b"%s %s HTTP/1.1\r\n%s%s%s%s\r\n" % (
         method,
         target,
         b"".join(fields),
         forwarded,
         b"Transfer-Encoding: chunked\r\n" if chunked else b"",
+        b"" if upgrade is None else b"Connection: Upgrade\r\nUpgrade: %s\r\n" % upgrade,
     )
 
 

@@ -37,6 +37,7 @@ class UpstreamConnection(asyncio.Protocol):
         "_chunked",
         "_named",
         "_trailers",
+        "_tunnel",
         "_complete",
         "_reusable",
         "_closed",
@@ -53,6 +54,7 @@ class UpstreamConnection(asyncio.Protocol):
         self._chunked = False
         self._named: set[bytes] | None = None
         self._trailers: list[bytes] | None = None
+        self._tunnel = False  # relaying raw bytes after a 101
         self._complete = False
         self._reusable = True
         self._closed = False
@@ -70,9 +72,23 @@ class UpstreamConnection(asyncio.Protocol):
             self.close()
             return
         client = self.exchange.client
+        if self._tunnel:
+            client.tunnel_data(data)
+            return
         client.hold_writes()
         try:
             self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade as exc:
+            # The 101 head has been relayed: from here on, bytes pass as they are.
+            self._complete = False
+            self._reusable = False
+            if self.exchange is not None and self.exchange.tunnel:
+                self._tunnel = True
+                rest = data[exc.args[0] :]
+                if rest:
+                    client.tunnel_data(rest)
+            else:
+                self.close()
         except httptools.HttpParserError as exc:
             self._reusable = False
             exchange, self.exchange = self.exchange, None
@@ -172,6 +188,11 @@ class UpstreamConnection(asyncio.Protocol):
     def write(self, data: bytes) -> None:
         self.transport.write(data)  # type: ignore[union-attr]
 
+    def write_eof(self) -> None:
+        """The client half-closed its side of a tunnel: pass the FIN on."""
+        if not self._closed and self.transport.can_write_eof():  # type: ignore[union-attr]
+            self.transport.write_eof()  # type: ignore[union-attr]
+
     def writelines(self, parts: tuple[bytes, ...]) -> None:
         self.transport.writelines(parts)  # type: ignore[union-attr]
 
@@ -184,9 +205,18 @@ class UpstreamConnection(asyncio.Protocol):
             self.transport.resume_reading()  # type: ignore[union-attr]
 
     def detach(self) -> None:
-        """The exchange no longer wants this connection in mid-flight: drop it."""
+        """The exchange no longer wants this connection in mid-flight: drop it.
+
+        Aborted, not closed: a close would first flush what is still queued
+        for the backend, and wait forever if the backend is not reading (a
+        tunnel whose client went away while everything was backed up).
+        """
         self.exchange = None
-        self.close()
+        if not self._closed:
+            self._closed = True
+            self.pool.forget(self)
+            if self.transport is not None:
+                self.transport.abort()
 
     def close(self) -> None:
         if not self._closed:
