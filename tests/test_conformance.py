@@ -418,3 +418,28 @@ def test_limits_are_configurable_and_validated(tmp_path):
     assert info.value.problems == [
         "static.toml: entryPoints.web.limits.maxHeaderFields: must be greater than 0"
     ]
+
+
+def test_max_connections_leaves_new_ones_in_the_backlog(portside, whoami):
+    """Past maxConnections the worker stops accepting; the kernel queues; nothing breaks."""
+    proxy = portside(
+        f"""
+        [http.routers.w]
+        rule = "Host(`w.localhost`)"
+        service = "w"
+        [http.services.w.loadBalancer]
+        servers = [ {{ url = "{whoami("w").url}" }} ]
+        """,
+        extra_static="[entryPoints.web.limits]\nmaxConnections = 3\n",
+    )
+    held = [socket.create_connection(("127.0.0.1", proxy.port)) for _ in range(3)]
+    wait_until(lambda: "maxConnections reached" in proxy.logs())
+    waiting = socket.create_connection(("127.0.0.1", proxy.port), timeout=10)  # in the backlog
+    waiting.sendall(b"GET /queued HTTP/1.1\r\nHost: w.localhost\r\n\r\n")
+    assert not _readable(waiting, 1.0)  # not accepted, so not answered
+    held.pop().close()
+    response = read_response(waiting.makefile("rb"))
+    assert response.status == 200 and "GET /queued" in response.text
+    for sock in [*held, waiting]:
+        sock.close()
+    assert "Traceback" not in proxy.logs()

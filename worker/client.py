@@ -160,6 +160,9 @@ class ClientConnection(asyncio.Protocol):
         )
         self.last_active = self.loop.time()
         self.runtime.connections.add(self)
+        ep.open += 1
+        if ep.open >= ep.limits.max_connections:
+            ep.acceptor.pause()  # type: ignore[union-attr]
 
     def data_received(self, data: bytes) -> None:
         if self._tunnel:
@@ -217,6 +220,10 @@ class ClientConnection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._closed = True
         self.runtime.connections.discard(self)
+        ep = self.entry_point
+        ep.open -= 1
+        if ep.open < ep.limits.max_connections:
+            ep.acceptor.resume()  # type: ignore[union-attr]
         if self.current is not None:
             self.current.abandon()
             self.current = None

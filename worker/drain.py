@@ -49,22 +49,21 @@ def retire_phases(entry_points: dict[str, EntryPoint], grace: float) -> dict[str
     return {name: Phases(0.0, grace) for name in entry_points}
 
 
-async def drain(
-    runtime: WorkerRuntime, servers: dict[str, list[asyncio.Server]], phases: dict[str, Phases]
-) -> None:
+async def drain(runtime: WorkerRuntime, phases: dict[str, Phases]) -> None:
     """Run the stop phases of every entry point; return when nothing is left to serve."""
     runtime.shutting_down = True
     loop = runtime.loop
     start = loop.time()
-    accepting = dict(servers)
+    accepting = {
+        name: ep.acceptor for name, ep in runtime.entry_points.items() if ep.acceptor is not None
+    }
     draining: set[str] = set()
     over: set[str] = set()
     closed = False  # every server was already closed at the previous poll
     while True:
         elapsed = loop.time() - start
         for name in [n for n in accepting if elapsed >= phases[n].accept_grace]:
-            for server in accepting.pop(name):
-                server.close()
+            accepting.pop(name).close()
             draining.add(name)
         for name in draining - over:
             if elapsed >= phases[name].accept_grace + phases[name].grace:

@@ -24,8 +24,8 @@ import uvloop
 
 from portside.master.channel import ChannelError, Message, MessageReader, encode
 from portside.master.logs import reopen_logs
-from portside.master.sockets import BACKLOG
 from portside.master.static_config import StaticConfig
+from portside.worker.accepting import Acceptor
 from portside.worker.client import ClientConnection
 from portside.worker.drain import Phases, drain, quit_phases, retire_phases
 from portside.worker.runtime import WorkerRuntime
@@ -141,26 +141,21 @@ async def _serve(
     # loop from the moment the worker exists.
     sweeper = _Sweeper(runtime, master)
     await asyncio.wait([ready, stop], return_when=asyncio.FIRST_COMPLETED)
-    servers: dict[str, list[asyncio.Server]] = {}
     if not stop.done():
         for name, socks in sockets.items():
             ep = runtime.entry_points[name]
-            servers[name] = [
-                await loop.create_server(
-                    lambda ep=ep: ClientConnection(runtime, ep), sock=sock, backlog=BACKLOG
-                )
-                for sock in socks
-            ]
+            ep.acceptor = Acceptor(name, socks, lambda ep=ep: ClientConnection(runtime, ep))
+            await ep.acceptor.start()
         master.send(_SERVING)
         log.info("worker %d serving configuration generation %d", slot, runtime.generation)
     how = await stop
     if isinstance(how, dict):
         # The sweeper keeps running: heartbeats show the master the drain is alive.
-        await drain(runtime, servers, how)
+        await drain(runtime, how)
     else:
-        for group in servers.values():
-            for server in group:
-                server.close()
+        for ep in runtime.entry_points.values():
+            if ep.acceptor is not None:
+                ep.acceptor.close()
     sweeper.stop()
 
 

@@ -12,9 +12,12 @@ import asyncio
 import ipaddress
 import socket
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from portside.master.static_config import EntryPoint, StaticConfig
+
+if TYPE_CHECKING:
+    from portside.worker.accepting import Acceptor
 from portside.worker.balancer import Balancer
 from portside.worker.routing import Route, RouteTable
 from portside.worker.stats import WorkerStats
@@ -91,6 +94,8 @@ class EntryPointRuntime:
         "max_uri",
         "max_head",
         "max_body",
+        "open",
+        "acceptor",
         "table",
         "_trusted",
         "_trust_cache",
@@ -105,6 +110,10 @@ class EntryPointRuntime:
         self.max_uri = ep.limits.max_uri_bytes
         self.max_head = ep.limits.max_header_bytes
         self.max_body = ep.limits.max_body_bytes
+        #: Client connections open on this entry point in this worker.
+        self.open = 0
+        #: Set once the worker serves; connections exist only from then on.
+        self.acceptor: Acceptor | None = None
         self.table = RouteTable(())
         self._trusted: list[_Network] = [
             ipaddress.ip_network(t, strict=False) for t in ep.trusted_ips
