@@ -15,7 +15,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from portside.master.static_config import StaticConfig
+from portside.worker.access_log import AccessLog, open_access_log
 from portside.worker.balancer import Balancer
+from portside.worker.internal import InternalServices, StatusPages
 from portside.worker.routing import Route, RouteTable
 from portside.worker.stats import WorkerStats
 from portside.worker.upstream import UpstreamPool
@@ -83,13 +85,15 @@ def _retry_policy(retry: dict | None, service: Service) -> tuple[int, float]:
 class EntryPointRuntime:
     """One entry point in this worker: its routes and per-connection settings."""
 
-    __slots__ = ("name", "port", "idle_timeout", "table", "_trusted", "_trust_cache")
+    __slots__ = ("name", "port", "idle_timeout", "table", "internal", "_trusted", "_trust_cache")
 
     def __init__(self, name: str, port: int, idle_timeout: float, trusted: tuple[str, ...]) -> None:
         self.name = name
         self.port = port
         self.idle_timeout = idle_timeout
         self.table = RouteTable(())
+        #: The API, ping, metrics and dashboard, on the entry points that serve them.
+        self.internal: InternalServices | None = None
         self._trusted: list[_Network] = [ipaddress.ip_network(t, strict=False) for t in trusted]
         self._trust_cache: dict[str, bool] = {}
 
@@ -124,7 +128,13 @@ class WorkerRuntime:
             for name, ep in config.entry_points.items()
         }
         self.connections: set[Any] = set()
-        self.stats = WorkerStats()
+        self.access_log: AccessLog | None = open_access_log(config.observability.access_log)
+        self.stats = WorkerStats(self.access_log)
+        #: The master's latest status, which the internal services serve.
+        self.status = StatusPages()
+        for name, ep in self.entry_points.items():
+            ep.internal = InternalServices.for_entry_point(self, name)
+        self.services: dict[str, Service] = {}
         self.generation = 0
         #: Set when a graceful stop begins (/ping answers 503 from then on).
         self.shutting_down = False
@@ -170,6 +180,7 @@ class WorkerRuntime:
                     )
         for name, ep in self.entry_points.items():
             ep.table = RouteTable(routes[name])
+        self.services = services
         self.generation = snapshot["generation"]
 
     def sweep(self) -> None:
@@ -181,3 +192,29 @@ class WorkerRuntime:
         idle_timeout = self.config.servers_transport.idle_conn_timeout
         for pool in self._pools.values():
             pool.sweep(now, idle_timeout)
+        if self.access_log is not None:
+            self.access_log.flush()
+
+    def health_report(self) -> dict[str, Any]:
+        """For the master's status: open connections per entry point, and the servers
+        this worker's passive health checks have ejected."""
+        open_connections = dict.fromkeys(self.entry_points, 0)
+        for conn in self.connections:
+            open_connections[conn.entry_point.name] += 1
+        ejected = [
+            [service.name, server.url]
+            for service in self.services.values()
+            for server in service.balancer.servers
+            if server.pool.ejected
+        ]
+        return {"open": open_connections, "ejected": ejected}
+
+    def reopen_access_log(self) -> None:
+        """SIGUSR1: write the access log to a new file of the same name (logrotate)."""
+        if self.access_log is not None:
+            self.access_log.reopen()
+
+    def close(self) -> None:
+        """At exit: write out what the access log still holds."""
+        if self.access_log is not None:
+            self.access_log.close()
