@@ -14,6 +14,11 @@ $(STAMP): pyproject.toml
 		apt-get update -qq && apt-get install -y -qq python3-venv && $(PYTHON) -m venv $(VENV); }
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[test]'
+	@# The dashboard test drives Debian's chromium with playwright (whose own
+	@# browser download does not work here); installed when missing and root.
+	@command -v chromium >/dev/null || [ "$$(id -u)" != 0 ] || { \
+		echo "installing chromium for the dashboard test"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
 	@touch $(STAMP)
 
 install: $(STAMP)
