@@ -10,6 +10,8 @@ import bcrypt
 from conftest import free_port, lb_config, wait_until
 from observability import start_with_admin
 
+from portside.master.status import VERSION
+
 
 def test_requests_total_is_exact_over_all_workers(portside, whoami):
     admin = start_with_admin(portside, lb_config(whoami("a")), workers=2)
@@ -43,6 +45,10 @@ def test_requests_total_is_exact_over_all_workers(portside, whoami):
         "0",
         "1",
     }
+    logs = proxy.logs()
+    assert f"portside {VERSION} starting: 2 workers; providers: file (" in logs
+    assert f"admin entry point admin: http://127.0.0.1:{admin.port}/api/" in logs
+    assert "provider file found 1 routers, 1 services, 1 servers" in logs
     workers = admin.api("workers")
     assert sorted(w["pid"] for w in workers) == proxy.worker_pids()
     assert all(
