@@ -36,7 +36,7 @@ def test_services_api_shows_a_stopping_container_up_then_draining_then_gone(port
     stopper.start()
     wait_until(gone, timeout=15)
     stopper.join(15)
+    # The first look may come after Docker's `kill` already made it draining.
     assert seen in (["up", "draining", None], ["draining", None]), seen
-    assert "draining" in seen
     assert admin.server_states("obs@docker") == {stays_url: "up"}
     assert admin.total("portside_server_up", service="obs@docker") == 1

@@ -64,7 +64,7 @@ class StatusPages:
     def __init__(self) -> None:
         self._api: dict[str, Any] = {}
         self.metrics = b""
-        self._pages: dict[str, bytes | None] = {}
+        self._pages: dict[str, bytes] = {}
 
     def update(self, message: dict[str, Any]) -> None:
         self._api = message.get("api") or {}
@@ -73,9 +73,12 @@ class StatusPages:
 
     def page(self, path: str) -> bytes | None:
         """The JSON body for an API path, or None if there is no such page."""
-        if path not in self._pages:
-            self._pages[path] = self._render(path)
-        return self._pages[path]
+        page = self._pages.get(path)
+        if page is None:
+            page = self._render(path)
+            if page is not None:  # misses are not kept: any client can make up paths
+                self._pages[path] = page
+        return page
 
     def _render(self, path: str) -> bytes | None:
         if path in _DOCUMENTS:
