@@ -33,6 +33,7 @@ run: $(STAMP)
 	echo "  try:   curl -H Host:whoami.localhost http://127.0.0.1:8000/"; \
 	echo "         (run it twice: the answering Name alternates between the two backends)"; \
 	echo "  edit configs/demo/dynamic.toml and the change is live within a second"; \
+	echo "  dashboard: http://127.0.0.1:8080/dashboard/  (also /api/overview, /metrics, /ping)"; \
 	config=configs/demo/static.toml; \
 	if docker info >/dev/null 2>&1; then \
 		config=configs/demo/static-docker.toml; \
