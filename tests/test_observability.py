@@ -7,7 +7,7 @@ import hashlib
 import signal
 
 import bcrypt
-from conftest import free_port, lb_config, wait_until
+from conftest import connect, free_port, lb_config, wait_until
 from observability import start_with_admin
 
 from portside.master.status import VERSION
@@ -140,3 +140,23 @@ def test_basic_auth_with_bcrypt_and_sha_hashes(portside, whoami):
     # ping and metrics are for load balancers and scrapers: no credentials.
     assert admin.get("/ping").status == 200
     assert admin.get("/metrics").status == 200
+
+
+def test_open_connections_and_reloads_in_the_metrics(portside, whoami):
+    admin = start_with_admin(portside, lb_config(whoami("a")), workers=2)
+    proxy = admin.proxy
+    held = [connect(proxy.port) for _ in range(3)]
+    try:
+        wait_until(lambda: admin.total("portside_open_connections", entrypoint="web") == 3)
+    finally:
+        for sock, reader in held:
+            reader.close()
+            sock.close()
+    wait_until(lambda: admin.total("portside_open_connections", entrypoint="web") == 0)
+    assert admin.total("portside_config_reloads_total") == 0
+    loaded = admin.total("portside_config_last_reload_success")
+    proxy.proc.send_signal(signal.SIGHUP)
+    wait_until(lambda: admin.total("portside_config_reloads_total") == 1)
+    assert admin.total("portside_config_last_reload_success") > loaded
+    wait_until(lambda: {w["generation"] for w in admin.api("workers")} == {2})
+    assert len(admin.samples("portside_worker_resident_memory_bytes")) == 2
