@@ -14,6 +14,11 @@ $(STAMP): pyproject.toml
 		apt-get update -qq && apt-get install -y -qq python3-venv && $(PYTHON) -m venv $(VENV); }
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[test]'
+	@# The dashboard test drives Debian's chromium with playwright (whose own
+	@# browser download does not work here); installed when missing and root.
+	@command -v chromium >/dev/null || [ "$$(id -u)" != 0 ] || { \
+		echo "installing chromium for the dashboard test"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
 	@touch $(STAMP)
 
 install: $(STAMP)
@@ -28,6 +33,7 @@ run: $(STAMP)
 	echo "  try:   curl -H Host:whoami.localhost http://127.0.0.1:8000/"; \
 	echo "         (run it twice: the answering Name alternates between the two backends)"; \
 	echo "  edit configs/demo/dynamic.toml and the change is live within a second"; \
+	echo "  dashboard: http://127.0.0.1:8080/dashboard/  (also /api/overview, /metrics, /ping)"; \
 	config=configs/demo/static.toml; \
 	if docker info >/dev/null 2>&1; then \
 		config=configs/demo/static-docker.toml; \

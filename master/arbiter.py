@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from portside.master.channel import Channel, ChannelError
+from portside.master.channel import Channel, ChannelError, encode
 from portside.master.check import load_file_config
 from portside.master.children import (
     DISCOVERY,
@@ -43,6 +43,8 @@ from portside.master.snapshot import SnapshotBuilder
 from portside.master.sockets import ListenerSet, log_migrate_req
 from portside.master.static_config import StaticConfig, load_static
 from portside.master.stats import Totals
+from portside.master.status import ConfigHistory, StatusInputs, build_status
+from portside.master.summary import log_internal_services, log_provider_found, log_startup
 
 # Imported before any fork, so each worker starts with uvloop and httptools
 # already loaded (shared copy-on-write) instead of importing them itself:
@@ -86,7 +88,9 @@ class Arbiter:
         #: A generation started but not yet serving in every slot (for its log line).
         self.starting_generation: int | None = None
         self.totals = Totals()
-        self.builder = SnapshotBuilder(list(self.config.entry_points), SlotAllocator(self.counters))
+        self.builder = SnapshotBuilder(
+            self.config.router_entry_points, SlotAllocator(self.counters)
+        )
         self.snapshot: dict[str, Any] | None = None
         self.provider_configs: dict[str, DynamicConfig] = {}
         # (service, server url) pairs failing their active health checks. Kept
@@ -99,6 +103,14 @@ class Arbiter:
         self.stop_deadline = 0.0
         self.started = time.monotonic()
         self.next_sample = 0.0
+        # -- for the internal services (see _push_status)
+        #: Servers a provider drains: (qualified service, url) pairs, per provider.
+        self.draining: dict[str, set[tuple[str, str]]] = {}
+        self.history = ConfigHistory()
+        self.wall_started = time.time()
+        #: The last status sent to the workers, framed; and when the next one is due.
+        self.status_frame: bytes | None = None
+        self.status_due = 0.0
         self._wakeup_r, self._wakeup_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
 
     # -- the loop -------------------------------------------------------------
@@ -109,8 +121,10 @@ class Arbiter:
         except OSError as exc:
             log.error("cannot listen: %s", exc)
             return 1
-        log_migrate_req()
+        log_startup(self.config)
         self._log_entry_points()
+        log_internal_services(self.config)
+        log_migrate_req()
         self._install_signals()
         self.selector.register(self._wakeup_r, selectors.EVENT_READ, None)
         if self.expected_providers:
@@ -153,6 +167,8 @@ class Arbiter:
         if now >= self.next_sample:
             self.next_sample = now + _SAMPLE_INTERVAL
             self._sample()
+        if now >= self.status_due:
+            self._push_status(now)
         self._kill_stuck(now)
         self._retire_superseded(now)
         self._respawn_due(now)
@@ -320,7 +336,9 @@ class Arbiter:
         if (old.log_level, old.log_file) != (config.log_level, config.log_file):
             setup_logging("master", config.log_level, config.log_file)
         log.info("reload: configuration valid; starting worker generation %d", self.generation)
+        self.history.succeeded()
         self._log_entry_points()
+        log_internal_services(self.config)
         self._reconfigure_providers(old, file_config)
         for child in self._workers():
             child.superseded = True
@@ -329,10 +347,11 @@ class Arbiter:
 
     def _reconfigure_providers(self, old: StaticConfig, file_config: DynamicConfig | None) -> None:
         """Apply the new configuration's providers, and publish what they give now."""
-        self.builder.entry_points = list(self.config.entry_points)
+        self.builder.entry_points = self.config.router_entry_points
         self.expected_providers = _providers(self.config)
         for gone in set(self.provider_configs) - self.expected_providers:
             del self.provider_configs[gone]
+            self.draining.pop(gone, None)
         if file_config is not None:
             # Validated just now: apply it at once rather than on the next poll,
             # so the new generation starts with it.
@@ -460,6 +479,9 @@ class Arbiter:
         self.selector.register(child.channel, selectors.EVENT_READ, child)
         if child.is_worker and self.snapshot is not None:
             self._send(child, {"type": "snapshot", "snapshot": self.snapshot})
+        if child.is_worker and self.status_frame is not None:
+            child.channel.send_encoded(self.status_frame)
+            self._update_interest(child)
         log.info("started %s (pid %d)", child.describe(), pid)
 
     def _exec_child(self, slot: int, channel: socket.socket) -> None:
@@ -561,6 +583,7 @@ class Arbiter:
         if child.is_worker:
             if "connections" in message:
                 child.connections = int(message["connections"])
+                self._worker_health(child, message)
             if kind == "ack":
                 child.snapshot_acked = int(message.get("generation", 0))
             elif kind == "serving":
@@ -574,6 +597,8 @@ class Arbiter:
                 self._provider_update(str(message.get("provider")), message.get("config"))
             elif kind == "health":
                 self._health_update(message.get("unhealthy"))
+            elif kind == "draining":
+                self._draining_update(str(message.get("provider")), message.get("servers"))
 
     def _provider_update(self, provider: str, data: dict[str, Any] | None) -> None:
         if provider not in self.expected_providers:
@@ -587,6 +612,8 @@ class Arbiter:
                 for problem in exc.problems:
                     log.error("%s", problem)
                 return
+        if provider not in self.provider_configs:
+            log_provider_found(provider, config)
         self.provider_configs[provider] = config
         if self.expected_providers <= set(self.provider_configs):
             self._publish()
@@ -611,6 +638,7 @@ class Arbiter:
             self.builder.generation -= 1
             return
         self.snapshot = snapshot
+        self.status_due = 0.0
         log.info(
             "configuration generation %d: %d routers, %d services",
             snapshot["generation"],
@@ -621,6 +649,57 @@ class Arbiter:
         # where the configuration now says.
         for child in self._workers():
             self._send(child, {"type": "snapshot", "snapshot": snapshot})
+
+    # -- status for the internal services -------------------------------------------
+
+    def _worker_health(self, child: Child, message: dict[str, Any]) -> None:
+        """A worker's heartbeat: its open connections per entry point, and its ejections."""
+        try:
+            child.open_connections = {str(k): int(v) for k, v in message["open"].items()}
+            ejected = [(str(service), str(url)) for service, url in message["ejected"]]
+        except (KeyError, AttributeError, TypeError, ValueError):
+            log.error("%s sent an invalid heartbeat", child.describe())
+            return
+        if ejected != child.ejected:
+            child.ejected = ejected
+            self.status_due = 0.0
+
+    def _draining_update(self, provider: str, pairs: Any) -> None:
+        """Servers a provider stopped sending traffic to but still has (Docker's draining)."""
+        try:
+            servers = {(f"{service}@{provider}", str(url)) for service, url in pairs}
+        except (TypeError, ValueError):
+            log.error("discovery sent an invalid draining report: %r", pairs)
+            return
+        if self.draining.get(provider) != servers:
+            self.draining[provider] = servers
+            self.status_due = 0.0
+
+    def _push_status(self, now: float) -> None:
+        """Send the workers what the API, dashboard and metrics show: once a second, and
+        at once after a change of routes or server states. Only if a worker serves them."""
+        self.status_due = now + _SAMPLE_INTERVAL
+        if not self.config.observability.entry_points():
+            return
+        status = build_status(
+            StatusInputs(
+                config=self.config,
+                snapshot=self.snapshot,
+                workers=list(self._workers()),
+                totals=self.totals,
+                draining={pair for pairs in self.draining.values() for pair in pairs},
+                providers=self.expected_providers,
+                history=self.history,
+                started=self.wall_started,
+            )
+        )
+        frame = encode(status)
+        if frame == self.status_frame:
+            return
+        self.status_frame = frame
+        for child in self._workers():
+            child.channel.send_encoded(frame)
+            self._update_interest(child)
 
     def _send(self, child: Child, message: dict[str, Any]) -> None:
         child.channel.send(message)

@@ -81,7 +81,11 @@ class Channel:
 
     def send(self, message: Message) -> None:
         """Queue a message and write as much as the socket takes now."""
-        self._out += encode(message)
+        self.send_encoded(encode(message))
+
+    def send_encoded(self, frame: bytes) -> None:
+        """send() for a message already framed by encode(), e.g. one sent to every worker."""
+        self._out += frame
         self.flush()
 
     def flush(self) -> None:

@@ -44,6 +44,10 @@ class Child:
     memory_warned: bool = False
     cpu_percent: float = 0.0
     connections: int = 0
+    #: From the worker's heartbeat: open client connections per entry point, and the
+    #: (service, url) pairs its passive health checks hold out of rotation.
+    open_connections: dict[str, int] = field(default_factory=dict)
+    ejected: list[tuple[str, str]] = field(default_factory=list)
     process: psutil.Process | None = field(default=None, repr=False)
 
     @property

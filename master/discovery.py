@@ -73,7 +73,12 @@ def run_discovery(channel: socket.socket, config: StaticConfig) -> int:
         # milliseconds of start-up that file-only setups need not pay.
         from portside.master.docker_provider import start_watcher
 
-        start_watcher(config.docker_provider, list(config.entry_points), report_docker)
+        start_watcher(
+            config.docker_provider,
+            config.router_entry_points,
+            report_docker,
+            lambda servers: send({"type": "draining", "provider": "docker", "servers": servers}),
+        )
     watcher = FileWatcher(config.file_provider) if config.file_provider else None
     if watcher is not None:
         _, dynamic = watcher.poll()

@@ -49,6 +49,8 @@ _REMOVING = frozenset({"die", "stop", "pause", "destroy"})
 _INSPECTING = frozenset({"start", "unpause", "restart", "rename", "update"})
 
 Report = Callable[[dict[str, Any]], None]
+#: Receives the (service, server url) pairs of the containers being drained.
+ReportDraining = Callable[[list[tuple[str, str]]], None]
 
 
 @dataclass
@@ -71,13 +73,21 @@ class DockerWatcher:
     """Keeps a model of the running containers and reports the routes they define."""
 
     def __init__(
-        self, settings: DockerProvider, entry_points: Collection[str], report: Report
+        self,
+        settings: DockerProvider,
+        entry_points: Collection[str],
+        report: Report,
+        report_draining: ReportDraining | None = None,
     ) -> None:
         self.settings = settings
         self.entry_points = entry_points
         self._report = report
+        self._report_draining = report_draining
         self._containers: dict[str, Tracked] = {}
         self._last: dict[str, Any] | None = None
+        # None: the first report always goes out, so a restarted discovery process
+        # clears what its predecessor reported.
+        self._last_draining: list[tuple[str, str]] | None = None
         self._reported: set[str] = set()
 
     # -- the model ------------------------------------------------------------
@@ -135,8 +145,23 @@ class DockerWatcher:
             self._reported.add(text)
             log.error("docker: %s", text)
 
+    def draining(self) -> list[tuple[str, str]]:
+        """(service, server url) of every container being drained: out of the configuration
+        already, but still finishing requests until it dies (shown by the API)."""
+        return sorted(
+            (service, server["url"])
+            for tracked in self._containers.values()
+            if tracked.draining and tracked.routing is not None
+            for service, server in tracked.routing.servers.items()
+        )
+
     def publish(self) -> None:
-        """Report the configuration if it changed since the last report."""
+        """Report the configuration, and the draining servers, if they changed since the
+        last report. Draining first, so that a server never looks gone before it drains."""
+        draining = self.draining()
+        if draining != self._last_draining and self._report_draining is not None:
+            self._report_draining(draining)
+        self._last_draining = draining
         config = self.configuration()
         if config != self._last:
             self._last = config
@@ -282,11 +307,14 @@ def _signal_number(value: object) -> int | None:
 
 
 def start_watcher(
-    settings: DockerProvider, entry_points: Collection[str], report: Report
+    settings: DockerProvider,
+    entry_points: Collection[str],
+    report: Report,
+    report_draining: ReportDraining | None = None,
 ) -> threading.Event:
     """Run the Docker provider in a daemon thread; set the returned event to stop it."""
     stop = threading.Event()
-    watcher = DockerWatcher(settings, entry_points, report)
+    watcher = DockerWatcher(settings, entry_points, report, report_draining)
     thread = threading.Thread(
         target=watcher.run_forever, args=(stop,), name="docker-provider", daemon=True
     )

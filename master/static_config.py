@@ -33,6 +33,7 @@ Example::
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import os
 import re
@@ -40,6 +41,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from portside.master.errors import Problems
+from portside.master.observability_config import (
+    Observability,
+    check_entry_points,
+    parse_observability,
+    with_implicit_entry_point,
+)
 from portside.master.schema import Table, is_host, read_toml
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARN", "ERROR")
@@ -138,6 +145,14 @@ class StaticConfig:
     max_memory: int | None = None
     #: Where the log goes; None for stderr. Reopened on SIGUSR1 (logrotate).
     log_file: str | None = None
+    #: The API, ping, metrics and the access log.
+    observability: Observability = Observability()
+
+    @property
+    def router_entry_points(self) -> list[str]:
+        """The entry points routers may use: all but one added for the internal services."""
+        implicit = self.observability.implicit_entry_point
+        return [name for name in self.entry_points if name != implicit]
 
     @property
     def stop_timeout(self) -> float:
@@ -156,11 +171,17 @@ def parse_static(data: dict[str, Any], source: str) -> StaticConfig:
     """Validate already-parsed TOML; ConfigError lists every problem, each naming `source`."""
     problems = Problems(source)
     root = Table(data, "", problems)
-    root.check_keys(("entryPoints", "serversTransport", "providers", "log", "workers", "lifeCycle"))
+    root.check_keys(
+        ("entryPoints", "serversTransport", "providers", "log", "workers", "lifeCycle")
+        + ("api", "ping", "metrics", "accessLog")
+    )
     if data.get("entryPoints", {}) == {}:
         problems.add("entryPoints", "at least one entry point is required")
+    observability, data = _observability(root)
+    root = Table(data, "", problems)
     life_cycle = _life_cycle(root.table("lifeCycle"), LifeCycle())
     entry_points = _entry_points(root.table("entryPoints"), life_cycle)
+    check_entry_points(root, observability, set(entry_points))
     servers_transport = _servers_transport(root.table("serversTransport"))
     file_provider, docker_provider = _providers(root.table("providers"))
     log_level, log_file = _log(root.table("log"))
@@ -189,7 +210,15 @@ def parse_static(data: dict[str, Any], source: str) -> StaticConfig:
         graceful_timeout=graceful_timeout,
         max_memory=max_memory or None,
         log_file=log_file,
+        observability=observability,
     )
+
+
+def _observability(root: Table) -> tuple[Observability, dict[str, Any]]:
+    """The internal services and access log, and the data with the entry point they may add."""
+    observability = parse_observability(root)
+    data, implicit = with_implicit_entry_point(dict(root.data), observability)
+    return dataclasses.replace(observability, implicit_entry_point=implicit), data
 
 
 def parse_address(text: str) -> tuple[str, int]:

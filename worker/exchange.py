@@ -11,10 +11,12 @@ in request order (RFC 9112 §9.3.2).
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from portside.worker import headers as hdr
 from portside.worker.responses import error_response
+from portside.worker.stats import clock
 
 if TYPE_CHECKING:
     from portside.worker.client import ClientConnection
@@ -78,6 +80,8 @@ class Exchange:
         "_timer",
         "_path",
         "_query",
+        "status",
+        "started",
     )
 
     def __init__(
@@ -138,6 +142,9 @@ class Exchange:
         self._timer = None
         self._path: str | None = None
         self._query = ""
+        #: The status sent to the client; 0 until a response starts.
+        self.status = 0
+        self.started = clock()
 
     # -- RequestView, for the rules ----------------------------------------
 
@@ -181,6 +188,9 @@ class Exchange:
     def start(self) -> None:
         """Route the request and send it on its way. Called when it is the client's turn."""
         client = self.client
+        internal = client.entry_point.internal
+        if internal is not None and internal.serve(self):
+            return
         route = client.entry_point.table.lookup(self)
         if route is None:
             self._respond_error(404)
@@ -232,6 +242,8 @@ class Exchange:
 
     def abandon(self) -> None:
         """The client went away: stop everything and free the backend connection."""
+        if not self._response_done and not self.abandoned:
+            self.client.runtime.stats.record(self)
         self.abandoned = True
         self._cancel_timer()
         upstream, self.upstream = self.upstream, None
@@ -291,9 +303,7 @@ class Exchange:
         pool = self.server.pool  # type: ignore[union-attr]
         if pool.failures:
             pool.record_success()
-        counts = self.client.runtime.stats.responses
-        key = (self.route.service.name, status)  # type: ignore[union-attr]
-        counts[key] = counts.get(key, 0) + 1
+        self.status = status
         self._settle_connection()
         # RFC 9110 §6.4.1: HEAD, 1xx, 204 and 304 responses never carry a body.
         self._no_body = self.raw_method == b"HEAD" or status == 204 or status == 304
@@ -369,6 +379,9 @@ class Exchange:
         server = self.server
         if server is not None and (kind is CONNECT or kind is RESET):
             server.pool.record_failure(self.route.service.passive)  # type: ignore[union-attr]
+        errors = self.client.runtime.stats.upstream_errors
+        key = (self.route.service.name, kind)  # type: ignore[union-attr]
+        errors[key] = errors.get(key, 0) + 1
         if self._may_resend(kind) and self._resend(reason):
             return
         log.warning(
@@ -384,6 +397,26 @@ class Exchange:
             self.client.abort()
             return
         self._respond_error(status)
+
+    # -- answers from the proxy itself, and what the access log reads -----------
+
+    def respond(self, status: int, render: Callable[[bool, bool], bytes]) -> None:
+        """Answer from the proxy itself; render(keep_alive, http10) gives the whole response."""
+        self.status = status
+        self._settle_connection()
+        self.response_started = True
+        self.client.write(render(self.keep_alive, self.http10))
+        self._finish_response()
+
+    @property
+    def origin_status(self) -> int:
+        """The status the backend sent; 0 when the proxy answered itself."""
+        return self.status if self._final_seen else 0
+
+    @property
+    def retry_attempts(self) -> int:
+        """How many times the request was resent to another server."""
+        return len(self._tried) - 1 if self._tried else 0
 
     # -- resending (RFC 9110 §9.2.2) ---------------------------------------------
 
@@ -462,9 +495,7 @@ class Exchange:
             # A 101 the client did not ask for cannot be relayed.
             self.upstream_failed(502, "backend switched protocols unasked", INVALID)
             return
-        counts = self.client.runtime.stats.responses
-        key = (self.route.service.name, 101)  # type: ignore[union-attr]
-        counts[key] = counts.get(key, 0) + 1
+        self.status = 101  # counted when the tunnel ends
         self.tunnel = True
         self.response_started = True
         self.client.write(
@@ -500,17 +531,15 @@ class Exchange:
             self.keep_alive = False
 
     def _respond_error(self, status: int, detail: str | None = None) -> None:
-        counts = self.client.runtime.stats.responses
-        key = (self.route.service.name if self.route is not None else "", status)
-        counts[key] = counts.get(key, 0) + 1
-        self._settle_connection()
-        self.response_started = True
-        self.client.write(
-            error_response(status, keep_alive=self.keep_alive, http10=self.http10, detail=detail)
+        self.respond(
+            status,
+            lambda keep_alive, http10: error_response(
+                status, keep_alive=keep_alive, http10=http10, detail=detail
+            ),
         )
-        self._finish_response()
 
     def _finish_response(self) -> None:
+        self.client.runtime.stats.record(self)
         self._response_done = True
         if self.request_done:
             self.client.exchange_finished(self)

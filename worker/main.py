@@ -79,6 +79,8 @@ class ControlProtocol(asyncio.Protocol):
             self.send({"type": "ack", "generation": snapshot["generation"]})
             if not self._ready.done():
                 self._ready.set_result(None)
+        elif kind == "status":
+            self._runtime.status.update(message)
         elif kind == "stop":
             # Retired by a reload, or replaced for using too much memory.
             grace = float(message["grace"])
@@ -132,7 +134,7 @@ async def _serve(
     loop.add_signal_handler(signal.SIGTERM, request_stop, FAST)
     loop.add_signal_handler(signal.SIGINT, request_stop, FAST)
     loop.add_signal_handler(signal.SIGQUIT, request_stop, quit_phases(config.entry_points))
-    loop.add_signal_handler(signal.SIGUSR1, reopen_logs)
+    loop.add_signal_handler(signal.SIGUSR1, _reopen_logs, runtime)
 
     _, master = await loop.create_unix_connection(
         lambda: ControlProtocol(runtime, ready, stop), sock=control
@@ -157,6 +159,13 @@ async def _serve(
             if ep.acceptor is not None:
                 ep.acceptor.close()
     sweeper.stop()
+    runtime.close()
+
+
+def _reopen_logs(runtime: WorkerRuntime) -> None:
+    """SIGUSR1 (logrotate): the log file and the access log."""
+    reopen_logs()
+    runtime.reopen_access_log()
 
 
 class _Sweeper:
@@ -174,9 +183,11 @@ class _Sweeper:
         self._handle = self._runtime.loop.call_later(_SWEEP_INTERVAL, self._tick)
 
     def report(self) -> None:
-        """Send the counters, which double as the heartbeat, and the open connections."""
+        """Send the counters, which double as the heartbeat, the open connections and
+        the servers ejected here."""
         message = self._runtime.stats.take() or {"type": "beat"}
         message["connections"] = len(self._runtime.connections)
+        message.update(self._runtime.health_report())
         self._master.send(message)
 
     def stop(self) -> None:

@@ -24,17 +24,34 @@ _BODIES = {
 
 
 def _build(status: int, body: str, keep_alive: bool, http10: bool) -> bytes:
-    payload = body.encode()
+    return local_response(status, body.encode(), keep_alive=keep_alive, http10=http10)
+
+
+def local_response(
+    status: int,
+    body: bytes,
+    *,
+    keep_alive: bool,
+    http10: bool = False,
+    content_type: bytes = b"text/plain; charset=utf-8",
+    extra: bytes = b"",
+    head: bool = False,
+) -> bytes:
+    """A complete response the proxy writes itself; `extra` holds more header lines
+    (each ending in CRLF); `head` leaves the body out (a HEAD request)."""
     if keep_alive:
         connection = b"Connection: keep-alive\r\n" if http10 else b""
     else:
         connection = b"Connection: close\r\n"
-    return (
-        b"HTTP/1.1 %d %s\r\n"
-        b"Content-Type: text/plain; charset=utf-8\r\n"
-        b"Content-Length: %d\r\n"
-        b"%s\r\n%s"
-    ) % (status, HTTPStatus(status).phrase.encode(), len(payload), connection, payload)
+    return (b"HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %d\r\n%s%s\r\n%s") % (
+        status,
+        HTTPStatus(status).phrase.encode(),
+        content_type,
+        len(body),
+        extra,
+        connection,
+        b"" if head else body,
+    )
 
 
 _CACHE = {

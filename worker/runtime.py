@@ -15,13 +15,15 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from portside.master.static_config import EntryPoint, StaticConfig
-
-if TYPE_CHECKING:
-    from portside.worker.accepting import Acceptor
+from portside.worker.access_log import AccessLog, open_access_log
 from portside.worker.balancer import Balancer
+from portside.worker.internal import InternalServices, StatusPages
 from portside.worker.routing import Route, RouteTable
 from portside.worker.stats import WorkerStats
 from portside.worker.upstream import UpstreamPool
+
+if TYPE_CHECKING:
+    from portside.worker.accepting import Acceptor
 
 _Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -97,6 +99,7 @@ class EntryPointRuntime:
         "open",
         "acceptor",
         "table",
+        "internal",
         "_trusted",
         "_trust_cache",
     )
@@ -115,6 +118,8 @@ class EntryPointRuntime:
         #: Set once the worker serves; connections exist only from then on.
         self.acceptor: Acceptor | None = None
         self.table = RouteTable(())
+        #: The API, ping, metrics and dashboard, on the entry points that serve them.
+        self.internal: InternalServices | None = None
         self._trusted: list[_Network] = [
             ipaddress.ip_network(t, strict=False) for t in ep.trusted_ips
         ]
@@ -150,7 +155,13 @@ class WorkerRuntime:
             name: EntryPointRuntime(ep) for name, ep in config.entry_points.items()
         }
         self.connections: set[Any] = set()
-        self.stats = WorkerStats()
+        self.access_log: AccessLog | None = open_access_log(config.observability.access_log)
+        self.stats = WorkerStats(self.access_log)
+        #: The master's latest status, which the internal services serve.
+        self.status = StatusPages()
+        for name, ep in self.entry_points.items():
+            ep.internal = InternalServices.for_entry_point(self, name)
+        self.services: dict[str, Service] = {}
         self.generation = 0
         #: Set when a graceful stop begins (/ping answers 503 from then on).
         self.shutting_down = False
@@ -196,6 +207,7 @@ class WorkerRuntime:
                     )
         for name, ep in self.entry_points.items():
             ep.table = RouteTable(routes[name])
+        self.services = services
         self.generation = snapshot["generation"]
 
     def sweep(self) -> None:
@@ -206,3 +218,27 @@ class WorkerRuntime:
         idle_timeout = self.config.servers_transport.idle_conn_timeout
         for pool in self._pools.values():
             pool.sweep(now, idle_timeout)
+        if self.access_log is not None:
+            self.access_log.flush()
+
+    def health_report(self) -> dict[str, Any]:
+        """For the master's status: open connections per entry point, and the servers
+        this worker's passive health checks have ejected."""
+        open_connections = {name: ep.open for name, ep in self.entry_points.items()}
+        ejected = [
+            [service.name, server.url]
+            for service in self.services.values()
+            for server in service.balancer.servers
+            if server.pool.ejected
+        ]
+        return {"open": open_connections, "ejected": ejected}
+
+    def reopen_access_log(self) -> None:
+        """SIGUSR1: write the access log to a new file of the same name (logrotate)."""
+        if self.access_log is not None:
+            self.access_log.reopen()
+
+    def close(self) -> None:
+        """At exit: write out what the access log still holds."""
+        if self.access_log is not None:
+            self.access_log.close()

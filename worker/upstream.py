@@ -298,6 +298,11 @@ class UpstreamPool:
         self._ejected_until = now + self._probe_window
         return True
 
+    @property
+    def ejected(self) -> bool:
+        """Whether passive health holds this backend out of rotation right now."""
+        return self._ejected_until > self._loop.time()
+
     def record_failure(self, passive: PassiveHealth) -> None:
         """A connect failure or reset: eject after too many in a row."""
         self.failures += 1
