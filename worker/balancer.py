@@ -67,7 +67,12 @@ class Balancer:
         counters, slot = self._counters, self._slot
         position = counters[slot]
         counters[slot] = (position + 1) & 0xFFFFFFFFFFFFFFFF
-        for step in range(n):
+        # Almost always the server whose turn it is takes the request: try it
+        # before setting up the walk over the others.
+        server = cycle[position % n]
+        if (not exclude or server not in exclude) and server.available:
+            return server
+        for step in range(1, n):
             server = cycle[(position + step) % n]
             if server not in exclude and server.available:
                 return server

@@ -47,7 +47,9 @@ class Server:
     @property
     def available(self) -> bool:
         """Whether a new request may go here: healthy and not ejected by passive health."""
-        return self.healthy and self.pool.accepting()
+        pool = self.pool
+        # Asking the pool costs a call; a server never ejected needs none.
+        return self.healthy and (not pool.ejected_until or pool.accepting())
 
 
 @dataclass(frozen=True, slots=True)

@@ -257,7 +257,7 @@ class UpstreamPool:
         "_dial_timeout",
         "_max_idle",
         "_retired",
-        "_ejected_until",
+        "ejected_until",
         "_probing",
         "_probe_window",
     )
@@ -276,7 +276,8 @@ class UpstreamPool:
         self._retired = False
         #: Passive health, per worker: consecutive connect failures and resets.
         self.failures = 0
-        self._ejected_until = 0.0
+        #: Loop time until which passive health keeps the server out; 0 if never ejected.
+        self.ejected_until = 0.0
         self._probing = False
         self._probe_window = 10.0
 
@@ -288,14 +289,14 @@ class UpstreamPool:
         After an ejection has run its time, exactly one request probes the
         backend before it takes full traffic again (half-open).
         """
-        if not self._ejected_until:
+        if not self.ejected_until:
             return True
         now = self._loop.time()
-        if now < self._ejected_until:
+        if now < self.ejected_until:
             return False
         # This request probes; the others wait one more window for its verdict.
         self._probing = True
-        self._ejected_until = now + self._probe_window
+        self.ejected_until = now + self._probe_window
         return True
 
     @property
@@ -308,7 +309,7 @@ class UpstreamPool:
         self.failures += 1
         self._probe_window = passive.failure_window
         if self._probing or self.failures >= passive.max_failed_attempts:
-            if not self._ejected_until or self._probing:
+            if not self.ejected_until or self._probing:
                 log.warning(
                     "%s:%d ejected for %gs after %d consecutive failures",
                     self.host,
@@ -316,15 +317,15 @@ class UpstreamPool:
                     passive.failure_window,
                     self.failures,
                 )
-            self._ejected_until = self._loop.time() + passive.failure_window
+            self.ejected_until = self._loop.time() + passive.failure_window
             self._probing = False
 
     def record_success(self) -> None:
         """A response head arrived: the backend is healthy again."""
-        if self._ejected_until:
+        if self.ejected_until:
             log.info("%s:%d answers again; back in rotation", self.host, self.port)
         self.failures = 0
-        self._ejected_until = 0.0
+        self.ejected_until = 0.0
         self._probing = False
 
     # -- connections --------------------------------------------------------------
