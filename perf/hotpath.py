@@ -4,7 +4,8 @@ Drives a ClientConnection and an UpstreamConnection with in-memory
 transports: one keep-alive GET in, one small response back, many times.
 What it measures is the user CPU our own Python code costs per request,
 free of syscalls and of the noise of a shared machine, so each hot-path
-change can be judged in seconds. `python perf/hotpath.py [--routers N]`.
+change can be judged in seconds. `python perf/hotpath.py [--routers N]`;
+perf/instructions.py counts its instructions per request with callgrind.
 """
 
 from __future__ import annotations
