@@ -157,6 +157,27 @@ def test_head_then_get_on_one_connection(portside, whoami):
         assert b"GET / HTTP/1.1" in get.body
 
 
+def test_each_request_on_a_connection_gets_its_own_fields(portside, whoami):
+    # The rendered fields are reused while a client repeats them: any change,
+    # the Host included, must reach the backend.
+    proxy = portside(lb_config(whoami("w1")))
+    sock, f = connect(proxy.port)
+    requests = [
+        (b"whoami.localhost", b"1"),
+        (b"whoami.localhost", b"1"),
+        (b"WHOAMI.localhost:81", b"1"),
+        (b"WHOAMI.localhost:81", b"2"),
+    ]
+    with sock:
+        for host, value in requests:
+            sock.sendall(b"GET / HTTP/1.1\r\nHost: %s\r\nX-A: %s\r\n\r\n" % (host, value))
+            resp = read_response(f)
+            assert resp.status == 200
+            assert resp.field("Host") == host.decode()
+            assert resp.field("X-Forwarded-Host") == host.decode()
+            assert resp.field("X-A") == value.decode()
+
+
 def test_pipelined_requests_answered_in_order(portside, whoami):
     proxy = portside(lb_config(whoami("w1")))
     sock, f = connect(proxy.port)

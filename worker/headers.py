@@ -80,10 +80,22 @@ class ForwardedBy:
     """What the proxy says about itself and the client, fixed per client connection.
 
     For an untrusted peer only the Host varies from request to request, so
-    the forwarded fields are rendered once per connection around it.
+    the forwarded fields are rendered once per connection around it. It also
+    keeps the last request head's fields as rendered: a client usually sends
+    the same fields on every request of a connection.
     """
 
-    __slots__ = ("client_ip", "proto", "port", "server", "trusted", "before_host", "after_host")
+    __slots__ = (
+        "client_ip",
+        "proto",
+        "port",
+        "server",
+        "trusted",
+        "before_host",
+        "after_host",
+        "last_fields",
+        "last_rendered",
+    )
 
     def __init__(self, client_ip: str, proto: str, port: int, server: str, trusted: bool) -> None:
         self.client_ip = client_ip.encode()
@@ -94,6 +106,10 @@ class ForwardedBy:
         self.before_host, self.after_host = (
             _FORWARDED % (self.client_ip, b"\0", self.port, self.proto, self.server, self.client_ip)
         ).split(b"\0")
+        #: The fields of the last request rendered without trusted X-Forwarded-*
+        #: values, and what they rendered to (with the forwarded fields).
+        self.last_fields: list[bytes] | None = None
+        self.last_rendered = b""
 
 
 def request_head(
@@ -118,10 +134,17 @@ def request_head(
     if upgrade is not None:
         incoming = {b"x-forwarded-proto": b"ws", **(incoming or {})}
     if incoming is None:
-        forwarded = by.before_host + host + by.after_host
+        # Comparing the fields with the last request's costs less than
+        # joining them again, and they are usually the same. Host is one of
+        # them, so equal fields also mean equal forwarded fields.
+        if fields == by.last_fields:
+            rendered = by.last_rendered
+        else:
+            rendered = b"".join(fields) + by.before_host + host + by.after_host
+            by.last_fields, by.last_rendered = fields, rendered
     else:
         xff = incoming.get(b"x-forwarded-for")
-        forwarded = _FORWARDED % (
+        rendered = b"".join(fields) + _FORWARDED % (
             by.client_ip if xff is None else xff + b", " + by.client_ip,
             incoming.get(b"x-forwarded-host", host),
             incoming.get(b"x-forwarded-port", by.port),
@@ -129,11 +152,10 @@ def request_head(
             by.server,
             incoming.get(b"x-real-ip", by.client_ip),
         )
-    return b"%s %s HTTP/1.1\r\n%s%s%s%s\r\n" % (
+    return b"%s %s HTTP/1.1\r\n%s%s%s\r\n" % (
         method,
         target,
-        b"".join(fields),
-        forwarded,
+        rendered,
         b"Transfer-Encoding: chunked\r\n" if chunked else b"",
         b"" if upgrade is None else b"Connection: Upgrade\r\nUpgrade: %s\r\n" % upgrade,
     )
