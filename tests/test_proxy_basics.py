@@ -220,6 +220,23 @@ def test_http10_keep_alive(portside, whoami):
             assert resp.headers["Connection"].lower() == "keep-alive"
 
 
+def test_http10_keep_alive_asked_with_proxy_connection(portside, whoami):
+    # llhttp honours Proxy-Connection: keep-alive from an HTTP/1.0 client too;
+    # the response must still be framed for HTTP/1.0 (no chunked coding).
+    proxy = portside(lb_config(whoami("w1")))
+    sock, f = connect(proxy.port)
+    with sock:
+        sock.sendall(
+            b"GET /data?size=100&chunked=1 HTTP/1.0\r\nHost: whoami.localhost\r\n"
+            b"Proxy-Connection: keep-alive\r\n\r\n"
+        )
+        data = f.read()
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200")
+    assert b"transfer-encoding" not in head.lower()
+    assert len(body) == 100
+
+
 def test_chunked_request_body_is_relayed(portside, whoami):
     proxy = portside(lb_config(whoami("w1")))
     sock, f = connect(proxy.port)

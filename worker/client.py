@@ -93,6 +93,7 @@ class ClientConnection(asyncio.Protocol):
         "_raw_host",
         "_content_length",
         "_chunked",
+        "_connection",
         "_body_left",
         "_head_bytes",
         "_head_since",
@@ -129,6 +130,7 @@ class ClientConnection(asyncio.Protocol):
         self._raw_host: bytes | None = None
         self._content_length: bytes | None = None
         self._chunked = False
+        self._connection = False  # a Connection or Proxy-Connection field was seen
         #: Body bytes a chunked request may still send (maxBodyBytes); None: no limit.
         self._body_left: int | None = None
         #: Bytes received of a request head not yet complete, and since when (sweep).
@@ -270,7 +272,11 @@ class ClientConnection(asyncio.Protocol):
                 previous = incoming.get(lname)
                 incoming[lname] = value if previous is None else previous + b", " + value
         elif lname == b"connection":
+            self._connection = True
             self._named = connection_tokens(value, self._named)
+        elif lname == b"proxy-connection":
+            # Dropped, but llhttp reads keep-alive from it as from Connection.
+            self._connection = True
         elif lname == b"upgrade":
             self._upgrade = value
         elif lname == b"transfer-encoding":
@@ -288,7 +294,11 @@ class ClientConnection(asyncio.Protocol):
         fields = self._fields
         if self._named is not None:
             fields = drop_named(fields, self._named)
-        version = parser.get_http_version()
+        keep_alive = parser.should_keep_alive()
+        # Without a Connection (or Proxy-Connection) field llhttp keeps only
+        # HTTP/1.1 alive, so then the version, a str built on every call,
+        # need not be asked.
+        version = "1.1" if keep_alive and not self._connection else parser.get_http_version()
         raw_host = self._raw_host
         if raw_host is None:
             if version != "1.0":
@@ -310,7 +320,7 @@ class ClientConnection(asyncio.Protocol):
             raw_host,
             host,
             version == "1.0",
-            parser.should_keep_alive() and not self.closing,
+            keep_alive and not self.closing,
             self._chunked,
             self._chunked or (self._content_length or b"0") != b"0",
             self._incoming,
@@ -325,6 +335,7 @@ class ClientConnection(asyncio.Protocol):
         self._raw_host = None
         self._content_length = None
         self._chunked = False
+        self._connection = False
         self._incoming = None
         self._named = None
         self._head_bytes = 0
@@ -354,7 +365,7 @@ class ClientConnection(asyncio.Protocol):
             # may be a trailer, RFC 9110 §6.5.1), and the rest is dropped.
             trailers, self._fields = self._fields, []
             self._raw_host = self._content_length = self._incoming = self._named = None
-            self._chunked = False
+            self._chunked = self._connection = False
             exchange.request_complete(trailers)  # type: ignore[union-attr]
         else:
             exchange.request_complete()  # type: ignore[union-attr]

@@ -302,7 +302,7 @@ class UpstreamPool:
     @property
     def ejected(self) -> bool:
         """Whether passive health holds this backend out of rotation right now."""
-        return self._ejected_until > self._loop.time()
+        return self.ejected_until > self._loop.time()
 
     def record_failure(self, passive: PassiveHealth) -> None:
         """A connect failure or reset: eject after too many in a row."""
