@@ -91,3 +91,10 @@ perf: perf-deps
 
 profile: perf-deps
 	$(BIN)/python perf/profile $(PROFILE_ARGS)
+
+# The fuzz run of the request path (tests/fuzz_proxy.py): portside with two workers in
+# front of a strict recording backend; FUZZ_ARGS e.g. "--seconds 60 --seed 1".
+FUZZ_ARGS ?=
+.PHONY: fuzz
+fuzz: $(STAMP)
+	$(BIN)/python tests/fuzz_proxy.py $(FUZZ_ARGS)

@@ -30,6 +30,7 @@ from portside.worker.headers import (
     ForwardedBy,
     connection_tokens,
     drop_named,
+    trailer_fields,
 )
 from portside.worker.responses import error_response
 
@@ -45,6 +46,10 @@ _PAUSE_UPGRADE = 4  # what follows an Upgrade request waits for the backend's an
 
 _HOST_CACHE: dict[bytes, str] = {}
 _HOST_CACHE_MAX = 4096
+
+
+class _Closing(Exception):
+    """Raised in a parser callback: the connection is closing, parse nothing more."""
 
 
 class Rejected(Exception):
@@ -106,6 +111,7 @@ class ClientConnection(asyncio.Protocol):
         "_closed",
         "_bad_request",
         "_eof",
+        "_shut",
         "_starting",
         "_held",
     )
@@ -147,6 +153,7 @@ class ClientConnection(asyncio.Protocol):
         #: The status for a bad request queued behind the one in flight; 0: none.
         self._bad_request = 0
         self._eof = False  # the client half-closed: close once it is answered
+        self._shut = False  # close() was called: no further request is served
         self._starting = False
         self._held: list[bytes] | None = None
 
@@ -184,11 +191,19 @@ class ClientConnection(asyncio.Protocol):
                 # httptools stops at the end of an Upgrade request. What
                 # follows is tunnel data if the backend switches protocols,
                 # else the next pipelined request: it waits for the answer.
-                self._upgrade_rest = data[exc.args[0] :]
+                rest = data[exc.args[0] :]
+                if self.current is None and not self._queue:
+                    # Answered already (404, 503, an error): no tunnel can
+                    # follow, so what comes next is the next request.
+                    data = rest
+                    continue
+                self._upgrade_rest = rest
                 self._pause(_PAUSE_UPGRADE)
             except httptools.HttpParserCallbackError as exc:
                 rejected = exc.__context__
-                if isinstance(rejected, Rejected):
+                if isinstance(rejected, _Closing):
+                    pass
+                elif isinstance(rejected, Rejected):
                     self._reject(rejected.status)
                 else:
                     # Our own bug inside a callback, not the client's fault.
@@ -290,6 +305,11 @@ class ClientConnection(asyncio.Protocol):
             self._chunked = True
 
     def on_headers_complete(self) -> None:
+        if self._shut:
+            # A response that closes the connection went out while later
+            # requests were still in this read: the client was told they
+            # will not be served, so they must not reach a backend.
+            raise _Closing
         parser = self.parser
         fields = self._fields
         if self._named is not None:
@@ -359,11 +379,10 @@ class ClientConnection(asyncio.Protocol):
         exchange, self._parsing = self._parsing, None
         if exchange.request_chunked:  # type: ignore[union-attr]
             self._body_left = None
-            # Fields after a chunked body are its trailer section. The
-            # parser reported them through on_header: what on_header kept
-            # are the end-to-end ones (no Host, framing or hop-by-hop field
-            # may be a trailer, RFC 9110 §6.5.1), and the rest is dropped.
-            trailers, self._fields = self._fields, []
+            # Fields after a chunked body are its trailer section, which the
+            # parser reported through on_header like header fields.
+            trailers = trailer_fields(self._fields, REQUEST_SPECIAL) if self._fields else None
+            self._fields = []
             self._raw_host = self._content_length = self._incoming = self._named = None
             self._chunked = self._connection = False
             exchange.request_complete(trailers)  # type: ignore[union-attr]
@@ -407,6 +426,7 @@ class ClientConnection(asyncio.Protocol):
 
     def close(self) -> None:
         self.flush_writes()
+        self._shut = True
         if not self._closed:
             self.transport.close()  # type: ignore[union-attr]
 
@@ -456,7 +476,7 @@ class ClientConnection(asyncio.Protocol):
             while self.current is None and self._queue and not self._closed:
                 following = self._queue.popleft()
                 self.current = following
-                if not self._queue:
+                if not self._queue and not self._bad_request:
                     self._resume(_PAUSE_PIPELINE)
                 following.start()
         finally:

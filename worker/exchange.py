@@ -405,7 +405,12 @@ class Exchange:
         self.status = status
         self._settle_connection()
         self.response_started = True
-        self.client.write(render(self.keep_alive, self.http10))
+        response = render(self.keep_alive, self.http10)
+        if self.raw_method == b"HEAD":
+            # RFC 9110 §9.3.2: the same head, no body; a pipelining client
+            # would read one as the start of the next response.
+            response = response[: response.index(b"\r\n\r\n") + 4]
+        self.client.write(response)
         self._finish_response()
 
     @property

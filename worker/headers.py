@@ -50,6 +50,11 @@ _SEP = b": "
 _CRLF = b"\r\n"
 #: Connection values that name no other field, so nothing more must be removed.
 _PLAIN_CONNECTION = frozenset({b"keep-alive", b"close", b""})
+#: Fields a Connection header may name but never remove: they frame or route the
+#: message, which the proxy does by them whatever the sender says. Dropping
+#: Content-Length while forwarding the body it delimits would let the body be
+#: read as a second request (smuggling); dropping Host would strip the route.
+_NEVER_NAMED = _PLAIN_CONNECTION | {b"host", b"content-length", b"transfer-encoding"}
 
 
 def connection_tokens(value: bytes, named: set[bytes] | None) -> set[bytes] | None:
@@ -57,8 +62,23 @@ def connection_tokens(value: bytes, named: set[bytes] | None) -> set[bytes] | No
     value = value.strip().lower()
     if value in _PLAIN_CONNECTION:
         return named
-    tokens = {t.strip() for t in value.split(b",")} - _PLAIN_CONNECTION
+    tokens = {t.strip() for t in value.split(b",")} - _NEVER_NAMED
     return tokens if named is None else named | tokens
+
+
+def trailer_fields(parts: list[bytes], special: frozenset[bytes]) -> list[bytes]:
+    """The trailer fields that may go on: none that frames, routes or is hop-by-hop.
+
+    RFC 9110 §6.5.1: such fields are not allowed in trailers; the parser
+    reports trailers through the same callback as header fields, so
+    Host or Content-Length would otherwise reach the next hop.
+    """
+    return [
+        part
+        for i in range(0, len(parts), 4)
+        if parts[i].lower() not in special
+        for part in parts[i : i + 4]
+    ]
 
 
 def drop_named(parts: list[bytes], named: set[bytes]) -> list[bytes]:

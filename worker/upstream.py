@@ -14,7 +14,12 @@ from typing import TYPE_CHECKING
 import httptools
 
 from portside.worker.exchange import CONNECT, INVALID
-from portside.worker.headers import RESPONSE_SPECIAL, connection_tokens, drop_named
+from portside.worker.headers import (
+    RESPONSE_SPECIAL,
+    connection_tokens,
+    drop_named,
+    trailer_fields,
+)
 
 if TYPE_CHECKING:
     from portside.worker.exchange import Exchange
@@ -176,7 +181,8 @@ class UpstreamConnection(asyncio.Protocol):
             # Fields after a chunked body: its trailer section. The
             # end-to-end ones go on to the client; the rest (framing,
             # hop-by-hop) must not be trailers and is dropped.
-            self._trailers, self._fields = self._fields, []
+            self._trailers = trailer_fields(self._fields, RESPONSE_SPECIAL) or None
+            self._fields = []
             self._content_length = self._chunked = False
             self._named = None
         self._complete = True
