@@ -206,6 +206,28 @@ CASES = [
     ("http09", b"GET {p}\r\n\r\n", 400, False, False),
     ("bad-version", get(version=b"1.x"), 400, False, False),
     ("http2-version", get(version=b"2.0"), 505, False, False),
+    (
+        "connect",
+        b"CONNECT conf.localhost:443 HTTP/1.1\r\nHost: conf.localhost:443\r\n\r\n",
+        400,
+        False,
+        False,
+    ),
+    (
+        "connect-origin-form",
+        b"CONNECT {p} HTTP/1.1\r\nHost: conf.localhost\r\n\r\n",
+        501,
+        False,
+        False,
+    ),
+    # llhttp passes an upgrade request's body on as tunnel data: refused.
+    (
+        "upgrade-with-body",
+        get(b"Connection: Upgrade\r\nUpgrade: websocket\r\nContent-Length: 5\r\n") + b"hello",
+        400,
+        False,
+        False,
+    ),
     ("space-in-target", b"GET {p} x HTTP/1.1\r\nHost: conf.localhost\r\n\r\n", 400, False, False),
     # -- limits ------------------------------------------------------------------
     (
@@ -251,7 +273,7 @@ def setup(tmp_path_factory):
 )
 def test_case(setup, request, raw, status, reached, kept):
     proxy, backend = setup
-    marker = f"/case-{request.node.callspec.id}".encode()
+    marker = f"/case-{request.node.callspec.id}/".encode()  # "/" ends it: no id is a prefix
     with socket.create_connection(("127.0.0.1", proxy.port), timeout=10) as sock:
         reader = sock.makefile("rb")
         sock.sendall(raw.replace(b"{p}", marker))

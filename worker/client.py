@@ -326,15 +326,25 @@ class ClientConnection(asyncio.Protocol):
             raw_host = b""
         host = _HOST_CACHE.get(raw_host) or normalize_host(raw_host)
         self._check_head(version, host, fields)
+        method = parser.get_method()
+        has_body = self._chunked or (self._content_length or b"0") != b"0"
         upgrade = self._upgrade
         if upgrade is not None:
             # Only an upgrade the Connection header asks for (RFC 9110 §7.8).
             self._upgrade = None
             if self._named is None or b"upgrade" not in self._named:
                 upgrade = None
+            elif has_body:
+                # llhttp hands the body over as tunnel data, so the backend
+                # would wait for a body that cannot be sent before its answer.
+                raise Rejected(400)
+        if method == b"CONNECT":
+            # llhttp tunnels after a CONNECT too; a reverse proxy does not
+            # open tunnels to arbitrary hosts.
+            raise Rejected(501)
         exchange = Exchange(
             self,
-            parser.get_method(),
+            method,
             self._url,
             fields,
             raw_host,
@@ -342,7 +352,7 @@ class ClientConnection(asyncio.Protocol):
             version == "1.0",
             keep_alive and not self.closing,
             self._chunked,
-            self._chunked or (self._content_length or b"0") != b"0",
+            has_body,
             self._incoming,
             upgrade,
         )
@@ -555,7 +565,13 @@ class ClientConnection(asyncio.Protocol):
         if current is not None:
             # The request in flight turned out malformed part-way through its body.
             self.current = None
+            done = current.response_done
             current.abandon()
+            if done:
+                # Its response went out whole, saying Connection: close (it
+                # came before the body ended): the client has all it needs.
+                self.close()
+                return
             if current.response_started:
                 self.abort()
                 return

@@ -414,6 +414,11 @@ class Exchange:
         self._finish_response()
 
     @property
+    def response_done(self) -> bool:
+        """Whether the whole response has been handed to the client connection."""
+        return self._response_done
+
+    @property
     def origin_status(self) -> int:
         """The status the backend sent; 0 when the proxy answered itself."""
         return self.status if self._final_seen else 0
