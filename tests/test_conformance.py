@@ -465,3 +465,15 @@ def test_max_connections_leaves_new_ones_in_the_backlog(portside, whoami):
     for sock in [*held, waiting]:
         sock.close()
     assert "Traceback" not in proxy.logs()
+
+
+def test_bad_request_after_a_close_delimited_response_is_not_appended_to_it(setup):
+    """Found by the fuzzer: an HTTP/1.0 response ends by closing, so nothing may follow it."""
+    proxy, _ = setup
+    with socket.create_connection(("127.0.0.1", proxy.port), timeout=10) as sock:
+        sock.sendall(
+            b"GET /resp/close-delimited HTTP/1.0\r\nHost: conf.localhost\r\n\r\n"
+            b"GET /bad HTTP/1.1\r\nHost: conf.localhost\r\nHost: other\r\n\r\n"
+        )
+        response = read_response(sock.makefile("rb"))
+    assert (response.status, response.body) == (200, b"until the end")

@@ -458,14 +458,20 @@ class ClientConnection(asyncio.Protocol):
         self.current = None
         self._resume(_PAUSE_UPSTREAM)
         self.last_active = self.loop.time()
-        if self._bad_request and not self._queue:
-            self._reject(self._bad_request)
-            return
         # Close only when the response said so. One that promised keep-alive
         # before a drain began leaves the connection open: the client's next
         # request, maybe already on its way, is answered with Connection:
         # close, or the drain closes the connection once it has been quiet.
-        if not exchange.keep_alive or self._eof:
+        if not exchange.keep_alive:
+            self.close()
+            return
+        # A bad request waiting behind this one is answered only now, and only
+        # if the connection goes on: after a response that ends by closing
+        # (HTTP/1.0, close-delimited) any further byte would join its body.
+        if self._bad_request and not self._queue:
+            self._reject(self._bad_request)
+            return
+        if self._eof:
             self.close()
             return
         if exchange.upgrade is not None and self._upgrade_rest is not None:
