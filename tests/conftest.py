@@ -333,20 +333,27 @@ class Load:
 
 
 def lb_config(
-    *backends: Whoami | str, host: str = "whoami.localhost", weights: list[int] | None = None
+    *backends: Whoami | str,
+    host: str = "whoami.localhost",
+    weights: list[int] | None = None,
+    name: str = "whoami",
 ) -> str:
-    """A dynamic config routing `host` to the given backends (Whoami or URL)."""
+    """A dynamic config routing `host` to the given backends (Whoami or URL).
+
+    The router and its service are both called `name`; configs with
+    different names can be concatenated.
+    """
     urls = [b if isinstance(b, str) else b.url for b in backends]
     servers = ", ".join(
         f'{{ url = "{url}", weight = {w} }}'
         for url, w in zip(urls, weights or [1] * len(urls), strict=True)
     )
     return f"""
-    [http.routers.whoami]
+    [http.routers.{name}]
     rule = "Host(`{host}`)"
-    service = "whoami"
+    service = "{name}"
 
-    [http.services.whoami.loadBalancer]
+    [http.services.{name}.loadBalancer]
     servers = [ {servers} ]
     """
 

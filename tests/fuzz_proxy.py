@@ -51,6 +51,8 @@ HERE = Path(__file__).resolve().parent
 if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
 
+from raw_backend import ThreadedBackend  # noqa: E402 - found through the path above
+
 HOST = b"fuzz.localhost"
 HANG_TIMEOUT = 5.0
 LIMITS = """
@@ -231,7 +233,7 @@ def echo_body(method: bytes, target: bytes, body: bytes) -> bytes:
 
 
 @dataclass
-class StrictBackend:
+class StrictBackend(ThreadedBackend):
     """A threaded backend on 127.0.0.1 that parses what it receives strictly.
 
     Every well-formed request is recorded and answered with 200, an
@@ -250,33 +252,14 @@ class StrictBackend:
     record_limit: int | None = None
 
     def __post_init__(self) -> None:
-        self._server = socket.create_server(("127.0.0.1", 0), backlog=512)
-        self.port = self._server.getsockname()[1]
-        self.url = f"http://127.0.0.1:{self.port}"
-        self._lock = threading.Lock()
-        self._connections = 0
         self._seq = 0
         #: Fuzz case uid (from a /fz/<uid>-<i> target) -> seqs of its requests.
         self.by_case: dict[str, list[int]] = {}
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def stop(self) -> None:
-        self._server.close()
+        self._listen(backlog=512)
 
     def by_seq(self, seq: int) -> BackendRequest:
         with self._lock:
             return next(r for r in self.received if r.seq == seq)
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                conn, _ = self._server.accept()
-            except OSError:
-                return
-            with self._lock:
-                self._connections += 1
-                number = self._connections
-            threading.Thread(target=self._serve, args=(conn, number), daemon=True).start()
 
     def _serve(self, conn: socket.socket, number: int) -> None:
         conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -737,18 +720,10 @@ def run_case(
 
 
 def start_portside(tmp: Path, backend: StrictBackend, workers: int = 2):
-    from conftest import Portside
+    from conftest import Portside, lb_config
 
     proxy = Portside(tmp, workers=workers, extra_static=LIMITS)
-    proxy.start(
-        f"""
-        [http.routers.fuzz]
-        rule = "Host(`fuzz.localhost`)"
-        service = "fuzz"
-        [http.services.fuzz.loadBalancer]
-        servers = [ {{ url = "{backend.url}" }} ]
-        """
-    )
+    proxy.start(lb_config(backend.url, host="fuzz.localhost", name="fuzz"))
     return proxy
 
 

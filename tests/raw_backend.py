@@ -41,28 +41,20 @@ class Received:
         return self.head.split(b" ", 2)[1]
 
 
-@dataclass
-class RawBackend:
-    """A threaded recording backend on 127.0.0.1, stopped by `stop()`."""
+class ThreadedBackend:
+    """A backend on 127.0.0.1 serving each connection in a thread of its own.
 
-    received: list[Received] = field(default_factory=list)
+    Subclasses implement `_serve(conn, number)`, `number` counting
+    connections from 1; `stop()` stops accepting.
+    """
 
-    def __post_init__(self) -> None:
-        self._server = socket.create_server(("127.0.0.1", 0))
+    def _listen(self, backlog: int = 128) -> None:
+        self._server = socket.create_server(("127.0.0.1", 0), backlog=backlog)
         self.port = self._server.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
         self._lock = threading.Lock()
         self._connections = 0
         threading.Thread(target=self._accept, daemon=True).start()
-
-    def saw(self, marker: bytes) -> bool:
-        """Whether a request whose target contains `marker` arrived."""
-        with self._lock:
-            return any(marker in r.target for r in self.received)
-
-    def requests_for(self, marker: bytes) -> list[Received]:
-        with self._lock:
-            return [r for r in self.received if marker in r.target]
 
     def stop(self) -> None:
         self._server.close()
@@ -77,6 +69,28 @@ class RawBackend:
                 self._connections += 1
                 number = self._connections
             threading.Thread(target=self._serve, args=(conn, number), daemon=True).start()
+
+    def _serve(self, conn: socket.socket, number: int) -> None:
+        raise NotImplementedError
+
+
+@dataclass
+class RawBackend(ThreadedBackend):
+    """A threaded recording backend on 127.0.0.1, stopped by `stop()`."""
+
+    received: list[Received] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self._listen()
+
+    def saw(self, marker: bytes) -> bool:
+        """Whether a request whose target contains `marker` arrived."""
+        with self._lock:
+            return any(marker in r.target for r in self.received)
+
+    def requests_for(self, marker: bytes) -> list[Received]:
+        with self._lock:
+            return [r for r in self.received if marker in r.target]
 
     def _serve(self, conn: socket.socket, number: int) -> None:
         reader = conn.makefile("rb")

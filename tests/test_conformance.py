@@ -20,7 +20,7 @@ import textwrap
 import time
 
 import pytest
-from conftest import Portside, read_response, wait_until
+from conftest import Portside, lb_config, read_response, wait_until
 from raw_backend import RawBackend
 
 HOST = b"conf.localhost"
@@ -254,15 +254,7 @@ CASES = [
 def setup(tmp_path_factory):
     backend = RawBackend()
     proxy = Portside(tmp_path_factory.mktemp("conformance"), extra_static=LIMITS)
-    proxy.start(
-        f"""
-        [http.routers.conf]
-        rule = "Host(`conf.localhost`)"
-        service = "conf"
-        [http.services.conf.loadBalancer]
-        servers = [ {{ url = "{backend.url}" }} ]
-        """
-    )
+    proxy.start(lb_config(backend.url, host="conf.localhost", name="conf"))
     yield proxy, backend
     proxy.stop()
     backend.stop()
@@ -445,13 +437,7 @@ def test_limits_are_configurable_and_validated(tmp_path):
 def test_max_connections_leaves_new_ones_in_the_backlog(portside, whoami):
     """Past maxConnections the worker stops accepting; the kernel queues; nothing breaks."""
     proxy = portside(
-        f"""
-        [http.routers.w]
-        rule = "Host(`w.localhost`)"
-        service = "w"
-        [http.services.w.loadBalancer]
-        servers = [ {{ url = "{whoami("w").url}" }} ]
-        """,
+        lb_config(whoami("w"), host="w.localhost", name="w"),
         extra_static="[entryPoints.web.limits]\nmaxConnections = 3\n",
     )
     held = [socket.create_connection(("127.0.0.1", proxy.port)) for _ in range(3)]

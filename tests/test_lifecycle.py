@@ -136,7 +136,7 @@ def test_usr1_reopens_the_log_file(portside, whoami, tmp_path):
     log_file = tmp_path / "portside-file.log"
     dead = f"http://127.0.0.1:{free_port()}"  # a refused backend makes the worker log
     proxy = portside(
-        lb_config(whoami("a")) + lb_config(dead, host="dead.localhost").replace("whoami", "dead"),
+        lb_config(whoami("a")) + lb_config(dead, host="dead.localhost", name="dead"),
         workers=2,
         extra_static=f'[log]\nfilePath = "{log_file}"\n',
     )

@@ -23,14 +23,14 @@ from __future__ import annotations
 import itertools
 import socket
 import string
-import threading
 import time
 
 import pytest
-from conftest import Portside
+from conftest import Portside, lb_config
 from fuzz_proxy import StrictBackend, echo_body, fuzz, parse_responses
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from raw_backend import ThreadedBackend
 
 PAUSE = 0.001  # between pieces, so that each is a read of its own
 TIMEOUT = 10.0
@@ -42,7 +42,7 @@ SETTINGS = settings(
 _ids = itertools.count()
 
 
-class CannedBackend:
+class CannedBackend(ThreadedBackend):
     """Answers `GET /canned/<id>` with the response registered under <id>, in pieces.
 
     Each piece is a send of its own (TCP_NODELAY, 1 ms apart). A response
@@ -50,24 +50,10 @@ class CannedBackend:
     """
 
     def __init__(self) -> None:
-        self._server = socket.create_server(("127.0.0.1", 0))
-        self.port = self._server.getsockname()[1]
-        self.url = f"http://127.0.0.1:{self.port}"
         self.plans: dict[bytes, tuple[list[bytes], bool]] = {}
-        threading.Thread(target=self._accept, daemon=True).start()
+        self._listen()
 
-    def stop(self) -> None:
-        self._server.close()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                conn, _ = self._server.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
-
-    def _serve(self, conn: socket.socket) -> None:
+    def _serve(self, conn: socket.socket, number: int) -> None:
         conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         buf = b""
         with conn:
@@ -100,19 +86,8 @@ def setup(tmp_path_factory):
     canned = CannedBackend()
     proxy = Portside(tmp_path_factory.mktemp("split"))
     proxy.start(
-        f"""
-        [http.routers.split]
-        rule = "Host(`split.localhost`)"
-        service = "split"
-        [http.services.split.loadBalancer]
-        servers = [ {{ url = "{backend.url}" }} ]
-
-        [http.routers.canned]
-        rule = "Host(`canned.localhost`)"
-        service = "canned"
-        [http.services.canned.loadBalancer]
-        servers = [ {{ url = "{canned.url}" }} ]
-        """
+        lb_config(backend.url, host="split.localhost", name="split")
+        + lb_config(canned.url, host="canned.localhost", name="canned")
     )
     yield proxy, backend, canned
     log = proxy.logs()  # before stopping: what serving requests logged
@@ -391,15 +366,7 @@ def bugs(tmp_path_factory):
     """A portside of its own: some reproducers make it log tracebacks."""
     backend = StrictBackend()
     proxy = Portside(tmp_path_factory.mktemp("split-bugs"))
-    proxy.start(
-        f"""
-        [http.routers.split]
-        rule = "Host(`split.localhost`)"
-        service = "split"
-        [http.services.split.loadBalancer]
-        servers = [ {{ url = "{backend.url}" }} ]
-        """
-    )
+    proxy.start(lb_config(backend.url, host="split.localhost", name="split"))
     yield proxy, backend
     proxy.stop()
     backend.stop()

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 
 import psutil
 import pytest
-from conftest import Portside, read_response
+from conftest import Portside, lb_config, read_response
 from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
@@ -59,13 +59,7 @@ def echo() -> Iterator[EchoServer]:
 
 def _proxy(portside, echo: EchoServer, tunnel_idle: str = "300s") -> Portside:
     return portside(
-        f"""
-        [http.routers.ws]
-        rule = "Host(`ws.localhost`)"
-        service = "ws"
-        [http.services.ws.loadBalancer]
-        servers = [ {{ url = "http://127.0.0.1:{echo.port}" }} ]
-        """,
+        lb_config(f"http://127.0.0.1:{echo.port}", host="ws.localhost", name="ws"),
         extra_static=f"""
         [entryPoints.web.transport.respondingTimeouts]
         tunnelIdleTimeout = "{tunnel_idle}"
@@ -129,15 +123,7 @@ def test_idle_tunnel_is_closed(portside, echo):
 def test_declined_upgrade_then_pipelined_request(portside, whoami):
     """A backend that answers an Upgrade request without 101: the next request is read as one."""
     backend = whoami("plain")
-    proxy = portside(
-        f"""
-        [http.routers.w]
-        rule = "Host(`w.localhost`)"
-        service = "w"
-        [http.services.w.loadBalancer]
-        servers = [ {{ url = "{backend.url}" }} ]
-        """
-    )
+    proxy = portside(lb_config(backend.url, host="w.localhost", name="w"))
     with socket.create_connection(("127.0.0.1", proxy.port), timeout=10) as sock:
         reader = sock.makefile("rb")
         sock.sendall(
