@@ -30,7 +30,6 @@ from portside.worker.headers import (
     ForwardedBy,
     connection_tokens,
     drop_named,
-    trailer_fields,
 )
 from portside.worker.responses import error_response
 
@@ -391,7 +390,7 @@ class ClientConnection(asyncio.Protocol):
             self._body_left = None
             # Fields after a chunked body are its trailer section, which the
             # parser reported through on_header like header fields.
-            trailers = trailer_fields(self._fields, REQUEST_SPECIAL) if self._fields else None
+            trailers = drop_named(self._fields, REQUEST_SPECIAL) if self._fields else None
             self._fields = []
             self._raw_host = self._content_length = self._incoming = self._named = None
             self._chunked = self._connection = False
@@ -533,8 +532,8 @@ class ClientConnection(asyncio.Protocol):
         if version != "1.1" and version != "1.0":
             raise Rejected(505)
         ep = self.entry_point
-        if len(fields) > 4 * ep.limits.max_header_fields:
-            raise Rejected(431)  # four list items per field
+        if len(fields) > ep.max_field_items:
+            raise Rejected(431)
         # _head_bytes counts whole reads, so it can include a body or the next
         # request: only past the limit is the head itself measured.
         if self._head_bytes > ep.max_head and len(self._url) + sum(map(len, fields)) > ep.max_head:

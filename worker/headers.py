@@ -12,6 +12,7 @@ code in a worker, so it trades a little elegance for fewer Python calls.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from http import HTTPStatus
 
 HOP_BY_HOP = frozenset(
@@ -66,23 +67,13 @@ def connection_tokens(value: bytes, named: set[bytes] | None) -> set[bytes] | No
     return tokens if named is None else named | tokens
 
 
-def trailer_fields(parts: list[bytes], special: frozenset[bytes]) -> list[bytes]:
-    """The trailer fields that may go on: none that frames, routes or is hop-by-hop.
+def drop_named(parts: list[bytes], named: Collection[bytes]) -> list[bytes]:
+    """The flat field list without the fields whose lower-case names are in `named`.
 
-    RFC 9110 §6.5.1: such fields are not allowed in trailers; the parser
-    reports trailers through the same callback as header fields, so
-    Host or Content-Length would otherwise reach the next hop.
+    Used for the fields a Connection header names (RFC 9110 §7.6.1), and for
+    trailers, which may not carry framing, routing or hop-by-hop fields
+    (RFC 9110 §6.5.1).
     """
-    return [
-        part
-        for i in range(0, len(parts), 4)
-        if parts[i].lower() not in special
-        for part in parts[i : i + 4]
-    ]
-
-
-def drop_named(parts: list[bytes], named: set[bytes]) -> list[bytes]:
-    """The flat field list without the fields a Connection header named (RFC 9110 §7.6.1)."""
     kept = []
     for i in range(0, len(parts), 4):
         if parts[i].lower() not in named:

@@ -98,6 +98,7 @@ class EntryPointRuntime:
         "max_uri",
         "max_head",
         "max_body",
+        "max_field_items",
         "open",
         "acceptor",
         "table",
@@ -111,10 +112,12 @@ class EntryPointRuntime:
         self.port = ep.port
         self.idle_timeout = ep.idle_timeout
         self.limits = ep.limits
-        # The three checked on the request path, as plain attributes.
+        # Those checked on the request path, as plain attributes.
         self.max_uri = ep.limits.max_uri_bytes
         self.max_head = ep.limits.max_header_bytes
         self.max_body = ep.limits.max_body_bytes
+        # Fields are kept as a flat list of four items each (name, ": ", value, CRLF).
+        self.max_field_items = 4 * ep.limits.max_header_fields
         #: Client connections open on this entry point in this worker.
         self.open = 0
         #: Set once the worker serves; connections exist only from then on.

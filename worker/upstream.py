@@ -18,7 +18,6 @@ from portside.worker.headers import (
     RESPONSE_SPECIAL,
     connection_tokens,
     drop_named,
-    trailer_fields,
 )
 
 if TYPE_CHECKING:
@@ -181,7 +180,7 @@ class UpstreamConnection(asyncio.Protocol):
             # Fields after a chunked body: its trailer section. The
             # end-to-end ones go on to the client; the rest (framing,
             # hop-by-hop) must not be trailers and is dropped.
-            self._trailers = trailer_fields(self._fields, RESPONSE_SPECIAL) or None
+            self._trailers = drop_named(self._fields, RESPONSE_SPECIAL) or None
             self._fields = []
             self._content_length = self._chunked = False
             self._named = None
