@@ -455,7 +455,8 @@ class ClientConnection(asyncio.Protocol):
     def exchange_finished(self, exchange: Exchange) -> None:
         """The current exchange is complete in both directions: serve the next."""
         self.current = None
-        self._resume(_PAUSE_UPSTREAM)
+        if self._paused:
+            self._resume(_PAUSE_UPSTREAM)
         self.last_active = self.loop.time()
         # Close only when the response said so. One that promised keep-alive
         # before a drain began leaves the connection open: the client's next

@@ -70,7 +70,7 @@ class Exchange:
         "_head",
         "_pending",
         "_pending_size",
-        "_final_seen",
+        "final_seen",
         "response_started",
         "_response_done",
         "_out_chunked",
@@ -132,7 +132,8 @@ class Exchange:
         self._head = b""
         self._pending: list[bytes] = []
         self._pending_size = 0
-        self._final_seen = False
+        #: The final (non-1xx) response head has arrived.
+        self.final_seen = False
         self.response_started = False
         self._response_done = False
         self._out_chunked = False
@@ -262,12 +263,13 @@ class Exchange:
             self._pending_size = 0
             self.client.resume_reading_for(self)
         else:
-            conn.write(self._head)
-        if self.client.write_paused:
+            conn.transport.write(self._head)
+        client = self.client
+        if client.write_paused:
             conn.pause_reading()
-        timeout = self.client.runtime.response_header_timeout
+        timeout = client.runtime.response_header_timeout
         if timeout is not None:
-            self._timer = self.client.loop.call_later(timeout, self._response_header_timeout)
+            self._timer = client.loop.call_later(timeout, self._response_header_timeout)
 
     def upstream_write_paused(self) -> None:
         self.client.pause_reading_for(self)
@@ -275,14 +277,10 @@ class Exchange:
     def upstream_write_resumed(self) -> None:
         self.client.resume_reading_for(self)
 
-    def awaiting_final_response(self) -> bool:
-        """True until the final (non-1xx) response head has arrived."""
-        return not self._final_seen
-
     def interim_response(self, status: int, fields: list[bytes]) -> None:
         """Relay a 1xx response (e.g. 100 Continue); HTTP/1.0 clients do not get one."""
         if not self.http10 and not self.abandoned:
-            head = hdr.response_head(status, fields, chunked=False, connection=b"")
+            head = hdr.response_head(status, fields, False, b"")
             self.client.write(head)
             self._interim_sent = True  # a response byte reached the client: no resend
 
@@ -294,7 +292,7 @@ class Exchange:
         `fields` are the backend's end-to-end fields, Content-Length
         included; `chunked` says the backend used chunked framing.
         """
-        self._final_seen = True
+        self.final_seen = True
         if self._timer is not None:
             self._cancel_timer()
         if status == 101:
@@ -305,10 +303,11 @@ class Exchange:
             pool.record_success()
         self.status = status
         self._settle_connection()
-        # RFC 9110 §6.4.1: HEAD, 1xx, 204 and 304 responses never carry a body.
-        self._no_body = self.raw_method == b"HEAD" or status == 204 or status == 304
-        self._close_delimited = not self._no_body and not chunked and not content_length
-        if not self._no_body and not content_length:
+        if self.raw_method == b"HEAD" or status == 204 or status == 304:
+            # RFC 9110 §6.4.1: HEAD, 1xx, 204 and 304 responses never carry a body.
+            self._no_body = True
+        elif not content_length:
+            self._close_delimited = not chunked
             if self.http10:
                 # An HTTP/1.0 client cannot read chunked framing; the end of
                 # the body is signalled by closing the connection.
@@ -322,9 +321,7 @@ class Exchange:
         else:
             connection = b""
         self.response_started = True
-        self.client.write(
-            hdr.response_head(status, fields, chunked=self._out_chunked, connection=connection)
-        )
+        self.client.write(hdr.response_head(status, fields, self._out_chunked, connection))
 
     def response_body(self, data: bytes) -> None:
         if self._no_body:
@@ -357,7 +354,7 @@ class Exchange:
         if self.tunnel:
             self.client.close()  # after what the backend sent last is written
             return
-        if clean and self._final_seen and self._close_delimited:
+        if clean and self.final_seen and self._close_delimited:
             # RFC 9112 §6.3: without Content-Length or chunked framing the
             # response body ends when the server closes the connection.
             self.response_complete()
@@ -421,7 +418,7 @@ class Exchange:
     @property
     def origin_status(self) -> int:
         """The status the backend sent; 0 when the proxy answered itself."""
-        return self.status if self._final_seen else 0
+        return self.status if self.final_seen else 0
 
     @property
     def retry_attempts(self) -> int:
@@ -510,10 +507,7 @@ class Exchange:
         self.response_started = True
         self.client.write(
             hdr.response_head(
-                101,
-                fields,
-                chunked=False,
-                connection=b"Connection: Upgrade\r\nUpgrade: %s\r\n" % self.upgrade,
+                101, fields, False, b"Connection: Upgrade\r\nUpgrade: %s\r\n" % self.upgrade
             )
         )
         self.client.start_tunnel()

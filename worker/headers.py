@@ -163,12 +163,18 @@ def request_head(
             by.server,
             incoming.get(b"x-real-ip", by.client_ip),
         )
-    return b"%s %s HTTP/1.1\r\n%s%s%s\r\n" % (
-        method,
-        target,
-        rendered,
-        b"Transfer-Encoding: chunked\r\n" if chunked else b"",
-        b"" if upgrade is None else b"Connection: Upgrade\r\nUpgrade: %s\r\n" % upgrade,
+    # join, not %-formatting: bytes formatting parses its template on every call.
+    return b"".join(
+        (
+            method,
+            b" ",
+            target,
+            b" HTTP/1.1\r\n",
+            rendered,
+            b"Transfer-Encoding: chunked\r\n" if chunked else b"",
+            b"" if upgrade is None else b"Connection: Upgrade\r\nUpgrade: %s\r\n" % upgrade,
+            _CRLF,
+        )
     )
 
 
@@ -185,15 +191,18 @@ def _status_line(status: int) -> bytes:
 _STATUS_LINES = {status: _status_line(status) for status in range(100, 600)}
 
 
-def response_head(status: int, fields: list[bytes], *, chunked: bool, connection: bytes) -> bytes:
+def response_head(status: int, fields: list[bytes], chunked: bool, connection: bytes) -> bytes:
     """The response head for the client.
 
     `connection` is the complete Connection line to add (or b"");
     `chunked` adds Transfer-Encoding: chunked because the proxy re-chunks.
     """
-    return b"%s%s%s%s\r\n" % (
-        _STATUS_LINES[status],
-        b"".join(fields),
-        b"Transfer-Encoding: chunked\r\n" if chunked else b"",
-        connection,
+    return b"".join(
+        (
+            _STATUS_LINES[status],
+            b"".join(fields),
+            b"Transfer-Encoding: chunked\r\n" if chunked else b"",
+            connection,
+            _CRLF,
+        )
     )

@@ -36,8 +36,8 @@ class WorkerStats:
     __slots__ = ("requests", "retries", "upstream_errors", "access_log")
 
     def __init__(self, access_log: AccessLog | None = None) -> None:
-        #: (entry point, router, service, status, method, duration bucket) -> [count, seconds];
-        #: router and service "" when no router matched
+        #: (entry point, route or None, status, method, duration bucket) -> [count, seconds];
+        #: the runtime objects themselves, named only when reported
         self.requests: dict[tuple, list] = {}
         #: service -> requests resent to another server
         self.retries: dict[str, int] = {}
@@ -48,11 +48,9 @@ class WorkerStats:
     def record(self, exchange: Exchange) -> None:
         """Count a finished request (or one its client gave up on), and log it."""
         duration = clock() - exchange.started
-        route = exchange.route
         key = (
-            exchange.client.entry_point.name,
-            route.name if route is not None else "",
-            route.service.name if route is not None else "",
+            exchange.client.entry_point,
+            exchange.route,
             exchange.status or CLIENT_GONE,
             exchange.raw_method,
             bisect_left(DURATION_BUCKETS, duration),
@@ -73,10 +71,17 @@ class WorkerStats:
         message = {
             "type": "stats",
             "requests": [
-                [ep, router, service, status, _METHODS.get(method, "OTHER"), bucket, n, seconds]
-                for (ep, router, service, status, method, bucket), (n, seconds) in (
-                    self.requests.items()
-                )
+                [
+                    ep.name,
+                    route.name if route is not None else "",
+                    route.service.name if route is not None else "",
+                    status,
+                    _METHODS.get(method, "OTHER"),
+                    bucket,
+                    n,
+                    seconds,
+                ]
+                for (ep, route, status, method, bucket), (n, seconds) in self.requests.items()
             ],
             "retries": [[service, n] for service, n in self.retries.items()],
             "upstreamErrors": [[s, kind, n] for (s, kind), n in self.upstream_errors.items()],

@@ -130,7 +130,8 @@ class UpstreamConnection(asyncio.Protocol):
             self._content_length = True
             self._fields += (name, b": ", value, b"\r\n")
         elif lname == b"connection":
-            self._named = connection_tokens(value, self._named)
+            if value != b"keep-alive":  # what nginx and most servers send: names nothing
+                self._named = connection_tokens(value, self._named)
         elif lname == b"transfer-encoding":
             self._chunked = True
 
@@ -151,13 +152,13 @@ class UpstreamConnection(asyncio.Protocol):
         exchange = self.exchange
         if exchange is None:
             return
-        if 100 <= status < 200 and status != 101:
+        if status < 200 and status != 101:
             # An interim response; llhttp completes it as a message of its own
             # and goes on parsing the final response on the same connection.
             exchange.interim_response(status, fields)
             return
         exchange.response_headers(status, fields, content_length, chunked)
-        if exchange.raw_method == b"HEAD" and status not in (204, 304):
+        if exchange.raw_method == b"HEAD" and status != 204 and status != 304:
             # llhttp cannot be told that this response answers a HEAD
             # (MagicStack/httptools#47) and would wait for Content-Length
             # bytes that never come. End the message here; a fresh parser
@@ -174,7 +175,8 @@ class UpstreamConnection(asyncio.Protocol):
         self.exchange.response_body(body)
 
     def on_message_complete(self) -> None:
-        if self.exchange is None or self.exchange.awaiting_final_response():
+        exchange = self.exchange
+        if exchange is None or not exchange.final_seen:
             return
         if self._fields or self._content_length or self._chunked or self._named is not None:
             # Fields after a chunked body: its trailer section. The
