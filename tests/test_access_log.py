@@ -8,7 +8,8 @@ import re
 import signal
 from pathlib import Path
 
-from conftest import lb_config, wait_until
+from conftest import connect, free_port, lb_config, read_response, wait_until
+from observability import Admin, admin_static
 
 FIELDS = {
     "ClientHost",
@@ -84,3 +85,30 @@ def test_common_log_format(portside, whoami, tmp_path):
         rf'"http://r/" "tester/1" - "whoami@file" "{re.escape(backend.url)}" \d+ms',
         line,
     ), line
+
+
+def test_refused_requests_are_logged_and_counted(portside, whoami, tmp_path):
+    """A request refused before it is routed still gets its line and its count."""
+    log_path = tmp_path / "access.log"
+    port = free_port()
+    proxy = portside(
+        lb_config(whoami("a")),
+        extra_static=admin_static(
+            port, extra=f'[accessLog]\nfilePath = "{log_path}"\nformat = "json"\n'
+        ),
+    )
+    admin = Admin(proxy, port)
+    for raw in (b"GET /no-host HTTP/1.1\r\n\r\n", b"\x16\x03\x01 not http\r\n\r\n"):
+        sock, f = connect(proxy.port)
+        sock.sendall(raw)
+        assert read_response(f).status == 400
+        sock.close()
+    wait_until(lambda: len(_lines(log_path)) == 2)
+    records = [json.loads(line) for line in _lines(log_path)]
+    by_path = {r["RequestPath"]: r for r in records}
+    assert by_path["/no-host"]["RequestMethod"] == "GET"
+    # A request line llhttp could not read: no method is claimed for it.
+    assert by_path["-"]["RequestMethod"] == "-"
+    assert {r["DownstreamStatus"] for r in records} == {400}
+    assert {(r["RouterName"], r["OriginStatus"]) for r in records} == {("", 0)}
+    wait_until(lambda: admin.total("portside_requests_total", entrypoint="web", code="400") == 2)

@@ -581,8 +581,33 @@ class ClientConnection(asyncio.Protocol):
             if current.response_started:
                 self.abort()
                 return
+        self._record_rejected(status)
         self.write(error_response(status, keep_alive=False))
         self.close()
+
+    def _record_rejected(self, status: int) -> None:
+        """Count and log a request refused before it became an exchange (400, 408, 431...).
+
+        What the parser got of it is logged: the target if it was read, and the
+        method only then, since llhttp reports DELETE (method 0) for a request
+        line it could not read.
+        """
+        raw_host = self._raw_host or b""
+        refused = Exchange(
+            self,
+            self.parser.get_method() if self._url else b"-",
+            self._url or b"-",
+            [],
+            raw_host,
+            normalize_host(raw_host),
+            False,
+            False,
+            False,
+            False,
+            None,
+        )
+        refused.status = status
+        self.runtime.stats.record(refused)
 
     def _pause(self, reason: int) -> None:
         if not self._paused and not self._closed:
