@@ -572,6 +572,8 @@ class ClientConnection(asyncio.Protocol):
             # The request in flight turned out malformed part-way through its body.
             self.current = None
             done = current.response_done
+            if not current.response_started:
+                current.status = status  # counted with the refusal that answers it
             current.abandon()
             if done:
                 # Its response went out whole, saying Connection: close (it
@@ -581,7 +583,8 @@ class ClientConnection(asyncio.Protocol):
             if current.response_started:
                 self.abort()
                 return
-        self._record_rejected(status)
+        else:
+            self._record_rejected(status)
         self.write(error_response(status, keep_alive=False))
         self.close()
 
