@@ -14,6 +14,7 @@ configuration that does not validate changes nothing.
 from __future__ import annotations
 
 import errno
+import importlib
 import logging
 import os
 import selectors
@@ -125,6 +126,10 @@ class Arbiter:
         self._log_entry_points()
         log_internal_services(self.config)
         log_migrate_req()
+        if self.config.observability.metrics_entry_point:
+            # Served from the start, so loaded now: the first status must not wait for
+            # prometheus_client's import. Otherwise it is never loaded (see build_status).
+            importlib.import_module("portside.master.metrics")
         self._install_signals()
         self.selector.register(self._wakeup_r, selectors.EVENT_READ, None)
         if self.expected_providers:

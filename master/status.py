@@ -14,20 +14,14 @@ import time
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
+from portside.master import VERSION
 from portside.master.children import Child
-from portside.master.metrics import render_metrics
 from portside.master.static_config import StaticConfig
 from portside.master.stats import Totals
 
 UP, DRAINING, EJECTED, UNHEALTHY = "up", "draining", "ejected", "unhealthy"
-
-try:
-    VERSION = version("portside")
-except PackageNotFoundError:  # run from a source tree without installing
-    VERSION = "dev"
 
 
 @dataclass
@@ -77,9 +71,15 @@ def build_status(inputs: StatusInputs) -> dict[str, Any]:
             "startDate": datetime.fromtimestamp(inputs.started, UTC).isoformat(),
         },
     }
-    metrics = render_metrics(
-        inputs.totals, services, workers, snapshot["generation"], inputs.history
-    )
+    metrics = ""
+    if inputs.config.observability.metrics_entry_point:
+        # Imported here, not at the top: prometheus_client brings http.server, email and
+        # urllib (about 2 MB), which every worker forked afterwards would carry too.
+        from portside.master.metrics import render_metrics
+
+        metrics = render_metrics(
+            inputs.totals, services, workers, snapshot["generation"], inputs.history
+        )
     return {"type": "status", "api": api, "metrics": metrics}
 
 

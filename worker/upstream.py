@@ -367,12 +367,12 @@ class UpstreamPool:
 
     async def _connect(self, exchange: Exchange) -> None:
         try:
-            _, conn = await asyncio.wait_for(
-                self._loop.create_connection(
+            # asyncio.timeout, not wait_for: on 3.11 wait_for runs the connect in a
+            # task of its own, and a burst of connects leaves that garbage resident.
+            async with asyncio.timeout(self._dial_timeout):
+                _, conn = await self._loop.create_connection(
                     lambda: UpstreamConnection(self), self.host, self.port
-                ),
-                self._dial_timeout,
-            )
+                )
         except TimeoutError:
             exchange.upstream_failed(
                 504, f"timed out connecting to {self.host}:{self.port}", CONNECT
