@@ -2,7 +2,7 @@
 FROM python:3.11-slim
 
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml setup.py README.md ./
 COPY master ./master
 COPY worker ./worker
 RUN pip install --no-cache-dir . && rm -rf /src

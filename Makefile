@@ -8,7 +8,7 @@ PYTEST_ARGS ?=
 .PHONY: install run test lint format clean
 
 # Debian ships venv separately (python3-venv); install it when missing and root.
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml setup.py
 	@$(PYTHON) -m venv $(VENV) 2>/dev/null || { \
 		echo "python3 -m venv failed; installing python3-venv"; \
 		apt-get update -qq && apt-get install -y -qq python3-venv && $(PYTHON) -m venv $(VENV); }
@@ -21,10 +21,25 @@ $(STAMP): pyproject.toml
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
 	@touch $(STAMP)
 
-install: $(STAMP)
+# The worker's request path compiled with mypyc (setup.py): `pip install -e` builds it
+# first; this rebuilds it whenever one of its sources changes, because a compiled
+# module older than its .py would run the old code (worker/__init__.py refuses that).
+HOT_PATH := $(addprefix worker/,headers.py balancer.py routing.py stats.py exchange.py upstream.py client.py)
+COMPILED := worker/.compiled-stamp
+
+$(COMPILED): $(STAMP) $(HOT_PATH)
+	PORTSIDE_COMPILE=required $(BIN)/python setup.py -q build_ext --inplace
+	@# build_ext leaves a module whose C code did not change as it was: it matches the
+	@# sources all the same, so it is marked as current.
+	@touch worker/*.so $(COMPILED)
+
+.PHONY: compile
+compile: $(COMPILED)
+
+install: $(COMPILED)
 
 # The demo: two whoami backends behind portside, configured by the file provider.
-run: $(STAMP)
+run: $(COMPILED)
 	@$(BIN)/portside whoami --listen 127.0.0.1:9001 --name whoami-1 >/dev/null & b1=$$!; \
 	$(BIN)/portside whoami --listen 127.0.0.1:9002 --name whoami-2 >/dev/null & b2=$$!; \
 	trap 'kill $$b1 $$b2 2>/dev/null' EXIT INT TERM; \
@@ -46,16 +61,16 @@ run: $(STAMP)
 	echo ""; \
 	$(BIN)/portside --config $$config
 
-test: $(STAMP)
+test: $(COMPILED)
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)
-	$(BIN)/ruff check master worker tests perf
-	$(BIN)/ruff format --check master worker tests perf
+	$(BIN)/ruff check master worker tests perf setup.py
+	$(BIN)/ruff format --check master worker tests perf setup.py
 
 format: $(STAMP)
-	$(BIN)/ruff check --fix master worker tests perf
-	$(BIN)/ruff format master worker tests perf
+	$(BIN)/ruff check --fix master worker tests perf setup.py
+	$(BIN)/ruff format master worker tests perf setup.py
 
 # A Docker daemon on /var/run/docker.sock for the Docker tests (DESIGN §8):
 # installs docker.io when missing (as root), starts dockerd, waits until it answers.
@@ -64,7 +79,7 @@ docker-up:
 	bash .ci/start-dockerd
 
 clean:
-	rm -rf $(VENV) *.egg-info .pytest_cache .ruff_cache
+	rm -rf $(VENV) *.egg-info .pytest_cache .ruff_cache build worker/*.so $(COMPILED)
 
 # Benchmarks (perf/): Debian's wrk, nginx-light and haproxy, plus matplotlib, locust
 # and py-spy in the venv, installed when missing. PERF_ARGS go to perf/run, e.g.
@@ -74,7 +89,7 @@ PROFILE_ARGS ?=
 
 .PHONY: perf profile perf-deps
 
-perf-deps: $(STAMP)
+perf-deps: $(COMPILED)
 	@pkgs=""; \
 	command -v wrk >/dev/null || pkgs="$$pkgs wrk"; \
 	command -v nginx >/dev/null || pkgs="$$pkgs nginx-light"; \
@@ -96,5 +111,5 @@ profile: perf-deps
 # front of a strict recording backend; FUZZ_ARGS e.g. "--seconds 60 --seed 1".
 FUZZ_ARGS ?=
 .PHONY: fuzz
-fuzz: $(STAMP)
+fuzz: $(COMPILED)
 	$(BIN)/python tests/fuzz_proxy.py $(FUZZ_ARGS)

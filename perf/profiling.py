@@ -26,7 +26,11 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--duration", type=int, default=15, help="seconds recorded (15)")
     parser.add_argument("--rate", type=int, default=500, help="samples per second (500)")
     parser.add_argument("--format", choices=("flamegraph", "speedscope"), default="flamegraph")
-    parser.add_argument("--native", action="store_true", help="include C frames (uvloop...)")
+    parser.add_argument(
+        "--native",
+        action="store_true",
+        help="include C frames (uvloop...); always on when the worker is compiled",
+    )
     parser.add_argument(
         "--nonblocking",
         action="store_true",
@@ -34,6 +38,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--output", type=Path, help="default perf/results/flame.svg or .json")
     return parser
+
+
+def _worker_compiled() -> bool:
+    """Whether the worker's request path is the mypyc build (setup.py)."""
+    from portside.worker import client
+
+    return not client.__file__.endswith(".py")
 
 
 def _py_spy() -> str | None:
@@ -73,7 +84,10 @@ def main() -> int:
                 record = [py_spy, "record", "--pid", str(worker), "--rate", str(args.rate)]
                 record += ["--format", args.format, "-o", str(output)]
                 record += ["--duration", str(args.duration)]
-                record += ["--native"] * args.native + ["--nonblocking"] * args.nonblocking
+                # Compiled with mypyc, the request path is C: without native frames
+                # the whole profile would collapse into data_received.
+                native = args.native or _worker_compiled()
+                record += ["--native"] * native + ["--nonblocking"] * args.nonblocking
                 print(" ".join(record))
                 subprocess.run(record, check=True, timeout=args.duration + 60)
                 out, _ = load.communicate(timeout=args.duration + 60)

@@ -10,6 +10,7 @@ in request order (RFC 9112 §9.3.2).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -20,6 +21,7 @@ from portside.worker.stats import clock
 
 if TYPE_CHECKING:
     from portside.worker.client import ClientConnection
+    from portside.worker.internal import _Named
     from portside.worker.routing import Route
     from portside.worker.runtime import Server
     from portside.worker.upstream import UpstreamConnection
@@ -119,7 +121,7 @@ class Exchange:
         self.request_done = False
         self.abandoned = False
         self.upstream: UpstreamConnection | None = None
-        self.route: Route | None = None
+        self.route: Route | _Named | None = None
         self.server: Server | None = None
         #: Servers already tried, once a resend is considered.
         self._tried: list[Server] | None = None
@@ -140,7 +142,7 @@ class Exchange:
         self._no_body = False
         self._close_delimited = False
         self._discard_body = False
-        self._timer = None
+        self._timer: asyncio.TimerHandle | None = None
         self._path: str | None = None
         self._query = ""
         #: The status sent to the client; 0 until a response starts.
@@ -192,7 +194,7 @@ class Exchange:
         internal = client.entry_point.internal
         if internal is not None and internal.serve(self):
             return
-        route = client.entry_point.table.lookup(self)
+        route = client.entry_point.table.lookup(self)  # type: ignore[arg-type]
         if route is None:
             self._respond_error(404)
             return
@@ -207,7 +209,7 @@ class Exchange:
             self.target if self.target[:1] in (b"/", b"*") else self._origin_form(),
             self.fields,
             self.raw_host,
-            client.forwarded_by,
+            client.forwarded_by,  # type: ignore[arg-type]
             self.incoming,
             self.request_chunked,
             self.upgrade,
@@ -263,7 +265,7 @@ class Exchange:
             self._pending_size = 0
             self.client.resume_reading_for(self)
         else:
-            conn.transport.write(self._head)
+            conn.transport.write(self._head)  # type: ignore[union-attr]
         client = self.client
         if client.write_paused:
             conn.pause_reading()

@@ -370,7 +370,7 @@ class UpstreamPool:
             # asyncio.timeout, not wait_for: on 3.11 wait_for runs the connect in a
             # task of its own, and a burst of connects leaves that garbage resident.
             async with asyncio.timeout(self._dial_timeout):
-                _, conn = await self._loop.create_connection(
+                _, conn = await self._loop.create_connection(  # type: ignore[type-var]
                     lambda: UpstreamConnection(self), self.host, self.port
                 )
         except TimeoutError:
