@@ -24,7 +24,7 @@ $(STAMP): pyproject.toml setup.py
 # The worker's request path compiled with mypyc (setup.py): `pip install -e` builds it
 # first; this rebuilds it whenever one of its sources changes, because a compiled
 # module older than its .py would run the old code (worker/__init__.py refuses that).
-HOT_PATH := $(addprefix worker/,headers.py balancer.py routing.py stats.py exchange.py upstream.py client.py)
+HOT_PATH := $(addprefix worker/,headers.py balancer.py routing.py stats.py exchange.py upstream.py client.py runtime.py)
 COMPILED := worker/.compiled-stamp
 
 $(COMPILED): $(STAMP) $(HOT_PATH)

@@ -25,7 +25,16 @@ from setuptools import setup
 
 ROOT = Path(__file__).resolve().parent
 #: The modules every proxied request runs through, compiled in this order.
-HOT_PATH = ("headers", "balancer", "routing", "stats", "exchange", "upstream", "client")
+HOT_PATH = (
+    "headers",
+    "balancer",
+    "routing",
+    "stats",
+    "exchange",
+    "upstream",
+    "client",
+    "runtime",
+)
 STAGE = ROOT / "build" / "mypyc"
 
 

@@ -8,10 +8,10 @@ was last edited would silently run the old code: that is refused here.
 from pathlib import Path
 
 
-def _refuse_stale_compiled_modules() -> None:
-    here = Path(__file__).parent
-    for compiled in here.glob("*.so"):
-        source = here / (compiled.name.split(".", 1)[0] + ".py")
+def refuse_stale_compiled_modules(directory: Path) -> None:
+    """Raise ImportError if a compiled module in `directory` is older than its .py."""
+    for compiled in directory.glob("*.so"):
+        source = directory / (compiled.name.split(".", 1)[0] + ".py")
         if source.exists() and source.stat().st_mtime > compiled.stat().st_mtime:
             raise ImportError(
                 f"{compiled} was built before {source.name} last changed: run `make compile`"
@@ -19,4 +19,4 @@ def _refuse_stale_compiled_modules() -> None:
             )
 
 
-_refuse_stale_compiled_modules()
+refuse_stale_compiled_modules(Path(__file__).parent)

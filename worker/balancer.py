@@ -11,15 +11,23 @@ from __future__ import annotations
 
 from collections.abc import Collection, Sequence
 from math import gcd
-from typing import Protocol
+from typing import Generic, Protocol, TypeVar
 
 #: Longest cycle we precompute; larger weight sums are scaled down to fit.
 MAX_CYCLE = 4096
 
 
 class Candidate(Protocol):
-    weight: int
-    available: bool
+    """What the balancer needs of a server (read-only, so a property will do)."""
+
+    @property
+    def weight(self) -> int: ...
+
+    @property
+    def available(self) -> bool: ...
+
+
+C = TypeVar("C", bound=Candidate)
 
 
 def smooth_cycle(weights: Sequence[int]) -> list[int]:
@@ -47,18 +55,18 @@ def smooth_cycle(weights: Sequence[int]) -> list[int]:
     return cycle
 
 
-class Balancer:
+class Balancer(Generic[C]):
     """Picks the next available server of one service."""
 
     __slots__ = ("servers", "_cycle", "_counters", "_slot")
 
-    def __init__(self, servers: Sequence[Candidate], counters: memoryview, slot: int) -> None:
+    def __init__(self, servers: Sequence[C], counters: memoryview, slot: int) -> None:
         self.servers = list(servers)
         self._cycle = [self.servers[i] for i in smooth_cycle([s.weight for s in servers])]
         self._counters = counters
         self._slot = slot
 
-    def pick(self, exclude: Collection[object] = ()) -> Candidate | None:
+    def pick(self, exclude: Collection[object] = ()) -> C | None:
         """The next available server not in `exclude`, or None if there is none."""
         cycle = self._cycle
         n = len(cycle)

@@ -66,7 +66,7 @@ class Service:
     __slots__ = ("name", "balancer", "passive", "retry")
 
     def __init__(
-        self, name: str, balancer: Balancer, passive: PassiveHealth, retry: dict | None
+        self, name: str, balancer: Balancer[Server], passive: PassiveHealth, retry: dict | None
     ) -> None:
         self.name = name
         self.balancer = balancer
