@@ -4,7 +4,8 @@ Drives a ClientConnection and an UpstreamConnection with in-memory
 transports: one keep-alive GET in, one small response back, many times.
 What it measures is the user CPU our own Python code costs per request,
 free of syscalls and of the noise of a shared machine, so each hot-path
-change can be judged in seconds. `python perf/hotpath.py [--routers N]`;
+change can be judged in seconds. `python perf/hotpath.py [--routers N]`
+(requests spread over the N routers' hosts, as in the routes1000 scenario);
 perf/instructions.py counts its instructions per request with callgrind.
 """
 
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import random
 import time
 
 import uvloop
@@ -21,7 +23,7 @@ from portside.worker.client import ClientConnection
 from portside.worker.runtime import WorkerRuntime
 from portside.worker.upstream import UpstreamConnection
 
-REQUEST = b"GET / HTTP/1.1\r\nHost: whoami.localhost\r\nUser-Agent: wrk\r\nAccept: */*\r\n\r\n"
+REQUEST = b"GET / HTTP/1.1\r\nHost: %s\r\nUser-Agent: wrk\r\nAccept: */*\r\n\r\n"
 RESPONSE = (
     b"HTTP/1.1 200 OK\r\nServer: nginx/1.22.1\r\nDate: Thu, 26 Nov 2026 13:00:00 GMT\r\n"
     b"Content-Type: text/plain\r\nContent-Length: 21\r\nConnection: keep-alive\r\n\r\n"
@@ -63,9 +65,21 @@ class MemoryTransport(asyncio.Transport):
         raise AssertionError("the benchmark connection must stay open")
 
 
+def _hosts(routers: int) -> list[str]:
+    return ["whoami.localhost"] + [f"host{i}.bench" for i in range(routers - 1)]
+
+
+def _requests(routers: int) -> list[bytes]:
+    """1,000 requests over the routers' hosts in a fixed random order, as wrk's script."""
+    hosts = _hosts(routers)
+    order = random.Random(12345)
+    return [REQUEST % hosts[order.randrange(routers)].encode() for _ in range(1000)]
+
+
 def _snapshot(routers: int) -> dict:
-    rules = [{"name": "whoami@file", "rule": "Host(`whoami.localhost`)"}]
-    rules += [{"name": f"r{i}@file", "rule": f"Host(`host{i}.bench`)"} for i in range(routers - 1)]
+    rules = [
+        {"name": f"r{i}@file", "rule": f"Host(`{host}`)"} for i, host in enumerate(_hosts(routers))
+    ]
     return {
         "generation": 1,
         "services": {
@@ -100,8 +114,13 @@ async def run(iterations: int, routers: int) -> float:
         service.release(conn)
         upstreams.append(conn)
 
+    requests = _requests(routers)
+    turn = 0
+
     def one_request() -> None:
-        client.data_received(REQUEST)
+        nonlocal turn
+        turn = (turn + 1) % 1000
+        client.data_received(requests[turn])
         client.current.upstream.data_received(RESPONSE)
 
     for _ in range(1000):
