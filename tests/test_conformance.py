@@ -15,6 +15,7 @@ record says which case reached it.
 
 from __future__ import annotations
 
+import select
 import socket
 import textwrap
 import time
@@ -463,3 +464,24 @@ def test_bad_request_after_a_close_delimited_response_is_not_appended_to_it(setu
         )
         response = read_response(sock.makefile("rb"))
     assert (response.status, response.body) == (200, b"until the end")
+
+
+def test_a_client_still_sending_a_refused_body_reads_the_whole_answer(setup):
+    """Lingering close: a 413 sent while the client is still uploading is not lost.
+
+    Had portside closed its socket at once, the body arriving after the close would
+    make the kernel answer with a reset, failing the client's sends and discarding
+    the 413 it had not read yet. Instead portside shuts only its sending side and
+    drops the rest of the body.
+    """
+    proxy, _ = setup
+    sock = socket.create_connection(("127.0.0.1", proxy.port), timeout=10)
+    with sock:
+        sock.sendall(post(b"Content-Length: 4000000\r\n", b"").replace(b"{p}", b"/upload"))
+        # The 413 has arrived (unread) before any of the body is sent.
+        wait_until(lambda: select.select([sock], [], [], 0)[0])
+        sock.sendall(b"x" * 4_000_000)
+        response = read_response(sock.makefile("rb"))
+        assert response.status == 413
+        assert response.headers["Connection"] == "close"
+        assert sock.recv(1) == b""  # then a clean end: FIN, not a reset

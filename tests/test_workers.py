@@ -152,8 +152,10 @@ def test_ttin_then_ttou_under_load(portside, whoami, migrate_req):
         # With tcp_migrate_req=1 the removed slot's socket closes and the kernel
         # moves its queue; with 0 it stays open, served by worker 0.
         sockets = 2 if migrate_req else 3
-        wait_until(lambda: len(listening_socket_inodes(proxy.port)) == sockets)
-        wait_until(lambda: len(_worker_processes(proxy)) == 2)
+        # The removed worker drains first: it may take up to workers.gracefulTimeout
+        # (30 s), and on a loaded machine it has taken more than 10 s.
+        wait_until(lambda: len(listening_socket_inodes(proxy.port)) == sockets, timeout=35)
+        wait_until(lambda: len(_worker_processes(proxy)) == 2, timeout=35)
         served = len(load.results)
         wait_until(lambda: len(load.results) > served + 100)
     finally:

@@ -43,6 +43,12 @@ _PAUSE_PIPELINE = 1  # a pipelined request waits behind the one in flight
 _PAUSE_UPSTREAM = 2  # the backend is not taking the request body fast enough
 _PAUSE_UPGRADE = 4  # what follows an Upgrade request waits for the backend's answer
 
+#: Lingering close, as nginx's lingering_timeout and lingering_time: after the last
+#: response, what the client still sends is read and dropped until it has been quiet
+#: this long, or for at most the second figure, in seconds.
+LINGER_QUIET = 5.0
+LINGER_MAX = 30.0
+
 _HOST_CACHE: dict[bytes, str] = {}
 _HOST_CACHE_MAX = 4096
 
@@ -113,6 +119,8 @@ class ClientConnection(asyncio.Protocol):
         "_shut",
         "_starting",
         "_held",
+        "_lingering",
+        "_linger_since",
     )
 
     def __init__(self, runtime: WorkerRuntime, entry_point: EntryPointRuntime) -> None:
@@ -157,6 +165,9 @@ class ClientConnection(asyncio.Protocol):
         self._shut = False  # close() was called: no further request is served
         self._starting = False
         self._held: list[bytes] | None = None
+        #: Closed for writing; reading on only to drop what the client still sends.
+        self._lingering = False
+        self._linger_since = 0.0
 
     # -- asyncio.Protocol ---------------------------------------------------
 
@@ -180,6 +191,9 @@ class ClientConnection(asyncio.Protocol):
             upstream = self.current.upstream  # type: ignore[union-attr]
             if upstream is not None:
                 upstream.write(data)
+            return
+        if self._lingering:
+            self.last_active = self.loop.time()
             return
         if self._parsing is None:
             # Between requests every byte belongs to a head: bound them, so
@@ -224,6 +238,8 @@ class ClientConnection(asyncio.Protocol):
         at once. In a tunnel the FIN is passed on, and the backend's close
         closes the client.
         """
+        if self._lingering:
+            return False  # the client has read what it wanted: close now
         if self._tunnel:
             upstream = self.current.upstream  # type: ignore[union-attr]
             if upstream is None:
@@ -437,11 +453,28 @@ class ClientConnection(asyncio.Protocol):
         if not self._closed:
             self.transport.abort()  # type: ignore[union-attr]
 
-    def close(self) -> None:
+    def close(self, linger: bool = False) -> None:
+        """Close after what is written; `linger` when the client may still be sending.
+
+        Closing a socket with unread input makes the kernel reset the
+        connection (RFC 1122 §4.2.2.13), and a reset can destroy the response
+        the client has not read yet. So with `linger` only the sending side is
+        shut (FIN after the response), and what still arrives is dropped
+        until the client closes or has been quiet for LINGER_QUIET seconds.
+        """
         self.flush_writes()
         self._shut = True
-        if not self._closed:
+        if self._closed:
+            return
+        if not linger or self._eof or self._lingering:
             self.transport.close()  # type: ignore[union-attr]
+            return
+        self._lingering = True
+        self._linger_since = self.last_active = self.loop.time()
+        self.transport.write_eof()  # type: ignore[union-attr]
+        if self._paused:
+            self._paused = 0
+            self.transport.resume_reading()  # type: ignore[union-attr]
 
     @property
     def idle(self) -> bool:
@@ -467,7 +500,9 @@ class ClientConnection(asyncio.Protocol):
         # request, maybe already on its way, is answered with Connection:
         # close, or the drain closes the connection once it has been quiet.
         if not exchange.keep_alive:
-            self.close()
+            # Requests pipelined behind this one will not be answered, and may
+            # still be arriving.
+            self.close(linger=bool(self._queue) or self._parsing is not None)
             return
         # A bad request waiting behind this one is answered only now, and only
         # if the connection goes on: after a response that ends by closing
@@ -517,8 +552,11 @@ class ClientConnection(asyncio.Protocol):
         self.write(data)
 
     def sweep(self, now: float) -> None:
-        """Once a second: enforce the tunnel, read-header and idle timeouts."""
-        if self._tunnel:
+        """Once a second: enforce the tunnel, read-header, idle and lingering timeouts."""
+        if self._lingering:
+            if now - self.last_active > LINGER_QUIET or now - self._linger_since > LINGER_MAX:
+                self.transport.close()  # type: ignore[union-attr]
+        elif self._tunnel:
             if now - self.last_active > self.entry_point.limits.tunnel_idle_timeout:
                 self.close()  # connection_lost closes the backend side too
         elif self._head_bytes and self._parsing is None and self.current is None:
@@ -582,7 +620,7 @@ class ClientConnection(asyncio.Protocol):
             if done:
                 # Its response went out whole, saying Connection: close (it
                 # came before the body ended): the client has all it needs.
-                self.close()
+                self.close(linger=True)
                 return
             if current.response_started:
                 self.abort()
@@ -590,7 +628,7 @@ class ClientConnection(asyncio.Protocol):
         else:
             self._record_rejected(status)
         self.write(error_response(status, keep_alive=False))
-        self.close()
+        self.close(linger=True)
 
     def _record_rejected(self, status: int) -> None:
         """Count and log a request refused before it became an exchange (400, 408, 431...).
