@@ -500,9 +500,14 @@ class ClientConnection(asyncio.Protocol):
         # request, maybe already on its way, is answered with Connection:
         # close, or the drain closes the connection once it has been quiet.
         if not exchange.keep_alive:
-            # Requests pipelined behind this one will not be answered, and may
-            # still be arriving.
-            self.close(linger=bool(self._queue) or self._parsing is not None)
+            # Requests pipelined behind this one (or a bad one) will not be
+            # answered, and more may wait unread while reading is paused.
+            self.close(
+                linger=bool(self._queue)
+                or self._parsing is not None
+                or bool(self._bad_request)
+                or bool(self._paused)
+            )
             return
         # A bad request waiting behind this one is answered only now, and only
         # if the connection goes on: after a response that ends by closing
