@@ -22,12 +22,12 @@ $(STAMP): pyproject.toml setup.py
 	@touch $(STAMP)
 
 # The worker's request path compiled with mypyc (setup.py): `pip install -e` builds it
-# first; this rebuilds it whenever one of its sources changes, because a compiled
-# module older than its .py would run the old code (worker/__init__.py refuses that).
-HOT_PATH := $(addprefix worker/,headers.py balancer.py routing.py stats.py exchange.py upstream.py client.py runtime.py)
+# first; this rebuilds it whenever a worker module changes (setup.py's HOT_PATH names
+# those compiled; they are type-checked against the rest), because a compiled module
+# older than its .py would run the old code (worker/__init__.py refuses that).
 COMPILED := worker/.compiled-stamp
 
-$(COMPILED): $(STAMP) $(HOT_PATH)
+$(COMPILED): $(STAMP) $(wildcard worker/*.py)
 	PORTSIDE_COMPILE=required $(BIN)/python setup.py -q build_ext --inplace
 	@# build_ext leaves a module whose C code did not change as it was: it matches the
 	@# sources all the same, so it is marked as current.

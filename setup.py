@@ -75,10 +75,7 @@ def _compiled_extensions() -> list:
         )
     finally:
         os.chdir(here)
-    for extension in extensions:
-        extension.sources = [
-            str(tree / s) if not os.path.isabs(s) else s for s in extension.sources
-        ]
+    for extension in extensions:  # their C sources are under the absolute target_dir
         # Unless required, a failed C build must not fail the install: the .py
         # modules still work.
         extension.optional = mode != "required"

@@ -262,7 +262,7 @@ class ClientConnection(asyncio.Protocol):
             self.current.abandon()
             self.current = None
         while self._queue:
-            self._queue.popleft().abandon()  # type: ignore[union-attr]
+            self._queue.popleft().abandon()
 
     def pause_writing(self) -> None:
         self.write_paused = True
@@ -492,22 +492,17 @@ class ClientConnection(asyncio.Protocol):
     def exchange_finished(self, exchange: Exchange) -> None:
         """The current exchange is complete in both directions: serve the next."""
         self.current = None
-        if self._paused:
-            self._resume(_PAUSE_UPSTREAM)
+        self._resume(_PAUSE_UPSTREAM)
         self.last_active = self.loop.time()
         # Close only when the response said so. One that promised keep-alive
         # before a drain began leaves the connection open: the client's next
         # request, maybe already on its way, is answered with Connection:
         # close, or the drain closes the connection once it has been quiet.
         if not exchange.keep_alive:
-            # Requests pipelined behind this one (or a bad one) will not be
-            # answered, and more may wait unread while reading is paused.
-            self.close(
-                linger=bool(self._queue)
-                or self._parsing is not None
-                or bool(self._bad_request)
-                or bool(self._paused)
-            )
+            # Reading is paused while requests (or a bad one) wait behind this
+            # one, and one may be arriving: they will not be answered, and
+            # what is still unread must not make the close a reset.
+            self.close(linger=bool(self._paused) or self._parsing is not None)
             return
         # A bad request waiting behind this one is answered only now, and only
         # if the connection goes on: after a response that ends by closing
@@ -534,7 +529,7 @@ class ClientConnection(asyncio.Protocol):
         self._starting = True
         try:
             while self.current is None and self._queue and not self._closed:
-                following = self._queue.popleft()  # type: ignore[union-attr]
+                following = self._queue.popleft()
                 self.current = following
                 if not self._queue and not self._bad_request:
                     self._resume(_PAUSE_PIPELINE)
@@ -607,8 +602,8 @@ class ClientConnection(asyncio.Protocol):
         Requests before the bad one are answered first, in order.
         """
         current = self.current
-        if self._parsing is not None and self._parsing is not current:
-            self._queue.pop()  # type: ignore[union-attr]  # the malformed one was queued behind others
+        if self._parsing is not None and self._parsing is not current and self._queue:
+            self._queue.pop()  # the malformed one was queued behind others
             self._parsing = None
         if current is not None and self._parsing is None:
             self._bad_request = status
@@ -645,16 +640,16 @@ class ClientConnection(asyncio.Protocol):
         raw_host = self._raw_host or b""
         refused = Exchange(
             self,
-            self.parser.get_method() if self._url else b"-",
-            self._url or b"-",
-            [],
-            raw_host,
-            normalize_host(raw_host),
-            False,
-            False,
-            False,
-            False,
-            None,
+            raw_method=self.parser.get_method() if self._url else b"-",
+            target=self._url or b"-",
+            fields=[],
+            raw_host=raw_host,
+            host=normalize_host(raw_host),
+            http10=False,
+            keep_alive=False,
+            chunked=False,
+            has_body=False,
+            incoming=None,
         )
         refused.status = status
         self.runtime.stats.record(refused)

@@ -10,7 +10,6 @@ in request order (RFC 9112 §9.3.2).
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -20,8 +19,10 @@ from portside.worker.responses import error_response
 from portside.worker.stats import clock
 
 if TYPE_CHECKING:
+    import asyncio
+
     from portside.worker.client import ClientConnection
-    from portside.worker.internal import _Named
+    from portside.worker.internal import InternalRoute
     from portside.worker.routing import Route
     from portside.worker.runtime import Server
     from portside.worker.upstream import UpstreamConnection
@@ -121,7 +122,7 @@ class Exchange:
         self.request_done = False
         self.abandoned = False
         self.upstream: UpstreamConnection | None = None
-        self.route: Route | _Named | None = None
+        self.route: Route | InternalRoute | None = None
         self.server: Server | None = None
         #: Servers already tried, once a resend is considered.
         self._tried: list[Server] | None = None
@@ -265,7 +266,7 @@ class Exchange:
             self._pending_size = 0
             self.client.resume_reading_for(self)
         else:
-            conn.transport.write(self._head)  # type: ignore[union-attr]
+            conn.write(self._head)
         client = self.client
         if client.write_paused:
             conn.pause_reading()

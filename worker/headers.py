@@ -60,6 +60,8 @@ _NEVER_NAMED = _PLAIN_CONNECTION | {b"host", b"content-length", b"transfer-encod
 
 def connection_tokens(value: bytes, named: set[bytes] | None) -> set[bytes] | None:
     """Add the field names a Connection header lists to `named` (None if it names none)."""
+    if value in _PLAIN_CONNECTION:
+        return named  # as most senders write it: no strip() or lower() needed
     value = value.strip().lower()
     if value in _PLAIN_CONNECTION:
         return named

@@ -41,7 +41,7 @@ _DOCUMENTS = {
 }
 
 
-class _Named:
+class InternalRoute:
     """What the metrics and the access log name an internal request after."""
 
     __slots__ = ("name", "service")
@@ -52,9 +52,9 @@ class _Named:
 
 
 _API, _PING, _METRICS = (
-    _Named("api@internal"),
-    _Named("ping@internal"),
-    _Named("prometheus@internal"),
+    InternalRoute("api@internal"),
+    InternalRoute("ping@internal"),
+    InternalRoute("prometheus@internal"),
 )
 
 

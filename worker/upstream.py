@@ -130,8 +130,7 @@ class UpstreamConnection(asyncio.Protocol):
             self._content_length = True
             self._fields += (name, b": ", value, b"\r\n")
         elif lname == b"connection":
-            if value != b"keep-alive":  # what nginx and most servers send: names nothing
-                self._named = connection_tokens(value, self._named)
+            self._named = connection_tokens(value, self._named)
         elif lname == b"transfer-encoding":
             self._chunked = True
 
@@ -152,7 +151,7 @@ class UpstreamConnection(asyncio.Protocol):
         exchange = self.exchange
         if exchange is None:
             return
-        if status < 200 and status != 101:
+        if 100 <= status < 200 and status != 101:
             # An interim response; llhttp completes it as a message of its own
             # and goes on parsing the final response on the same connection.
             exchange.interim_response(status, fields)
