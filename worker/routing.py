@@ -10,9 +10,10 @@ merged with the routers that can match any host.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from heapq import merge
 from typing import Any
 
-from portside.worker.rules import RequestView, parse_rule
+from portside.worker.rules import RequestView, Rule
 
 
 class Route:
@@ -23,18 +24,17 @@ class Route:
     def __init__(
         self,
         name: str,
-        rule: str,
+        rule: Rule,
         priority: int,
         service: Any,
         attempts: int = 1,
         retry_interval: float = 0.0,
     ) -> None:
-        compiled = parse_rule(rule)
         self.name = name
         self.priority = priority
-        self.hosts = compiled.hosts
+        self.hosts = rule.hosts
         #: None when the host lookup alone decides (a rule made only of Host matchers).
-        self.match: Callable[[RequestView], bool] | None = compiled.match
+        self.match: Callable[[RequestView], bool] | None = rule.match
         self.service = service
         #: Total attempts a request may take (1: never resent), and the delay
         #: before the first resend (doubling after each).
@@ -51,10 +51,22 @@ class RouteTable:
         # Ties on priority are broken by name so that every worker, and every
         # reload, orders the same routers the same way.
         ordered = sorted(routes, key=lambda r: (-r.priority, r.name))
-        self._any_host = tuple(r for r in ordered if r.hosts is None)
-        hosts = {h for r in ordered if r.hosts is not None for h in r.hosts}
+        # Each host's routers, then merged by rank with those for any host: time
+        # linear in the table (plus hosts x any-host routers), not hosts x routers,
+        # which took seconds per update at 10,000 routers. Ranks are unique, so
+        # the merge never compares two routes.
+        any_host: list[tuple[int, Route]] = []
+        per_host: dict[str, list[tuple[int, Route]]] = {}
+        for rank, route in enumerate(ordered):
+            if route.hosts is None:
+                any_host.append((rank, route))
+            else:
+                for host in route.hosts:
+                    per_host.setdefault(host, []).append((rank, route))
+        self._any_host = tuple(route for _, route in any_host)
         self._by_host = {
-            host: tuple(r for r in ordered if r.hosts is None or host in r.hosts) for host in hosts
+            host: tuple(route for _, route in merge(own, any_host))
+            for host, own in per_host.items()
         }
 
     def lookup(self, request: RequestView) -> Route | None:

@@ -1,0 +1,65 @@
+"""Tests for portside.worker.routing: the route table picks what a linear scan would."""
+
+from __future__ import annotations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from test_rules import Request
+
+from portside.worker.routing import Route, RouteTable
+from portside.worker.rules import parse_rule
+
+HOSTS = ("a.test", "b.test", "c.test")
+# Rules of each shape the table indexes differently: one host, several hosts,
+# a host plus a predicate, and rules that can match any host.
+RULES = (
+    "Host(`a.test`)",
+    "Host(`b.test`)",
+    "Host(`a.test`, `c.test`)",
+    "Host(`b.test`) && Path(`/x`)",
+    "Host(`a.test`) || Host(`b.test`) && Method(`POST`)",
+    "PathPrefix(`/`)",
+    "Path(`/x`)",
+    "Method(`POST`)",
+)
+
+
+def scan(routes: list[Route], request: Request) -> Route | None:
+    """The reference: every router in priority order (ties by name), first match wins."""
+    for route in sorted(routes, key=lambda r: (-r.priority, r.name)):
+        host_ok = route.hosts is None or request.host in route.hosts
+        if host_ok and (route.match is None or route.match(request)):
+            return route
+    return None
+
+
+tables = st.lists(
+    st.tuples(st.sampled_from(RULES), st.integers(min_value=0, max_value=3)),
+    max_size=12,
+)
+requests = st.builds(
+    Request,
+    host=st.sampled_from((*HOSTS, "unknown.test")),
+    path=st.sampled_from(("/", "/x")),
+    method=st.sampled_from(("GET", "POST")),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(table=tables, request=requests)
+def test_lookup_matches_a_linear_scan(table: list[tuple[str, int]], request: Request) -> None:
+    routes = [
+        Route(f"r{i}", parse_rule(rule), priority, None) for i, (rule, priority) in enumerate(table)
+    ]
+    assert RouteTable(routes).lookup(request) is scan(routes, request)
+
+
+def test_a_large_table_keeps_host_and_any_host_routers_in_order() -> None:
+    # 2,000 single-host routers and two catch-alls, one above and one below them.
+    routes = [Route(f"h{i:04d}", parse_rule(f"Host(`h{i}.test`)"), 10, None) for i in range(2000)]
+    above = Route("above", parse_rule("Path(`/admin`)"), 20, None)
+    below = Route("below", parse_rule("PathPrefix(`/`)"), 1, None)
+    table = RouteTable([*routes, above, below])
+    assert table.lookup(Request(host="h1999.test", path="/")) is routes[1999]
+    assert table.lookup(Request(host="h1999.test", path="/admin")) is above
+    assert table.lookup(Request(host="nowhere.test", path="/")) is below
