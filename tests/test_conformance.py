@@ -327,7 +327,9 @@ def test_trailers_reach_the_backend_and_the_client(setup):
     assert received.body == b"5\r\nhello\r\n0\r\nX-Sum: 1\r\n\r\n"
 
 
-@pytest.mark.parametrize("kind", ["cl-and-te", "two-cl", "bad-status", "obs-fold", "nul"])
+@pytest.mark.parametrize(
+    "kind", ["cl-and-te", "two-cl", "bad-status", "status-999", "status-099", "obs-fold", "nul"]
+)
 def test_broken_response_framing_gets_502_and_a_new_backend_connection(setup, kind):
     proxy, backend = setup
     with socket.create_connection(("127.0.0.1", proxy.port), timeout=10) as sock:

@@ -27,6 +27,10 @@ if TYPE_CHECKING:
 log = logging.getLogger("portside.worker")
 
 
+class InvalidResponse(Exception):
+    """Raised in a parser callback for a response llhttp accepts but HTTP does not."""
+
+
 class UpstreamConnection(asyncio.Protocol):
     """One keep-alive connection to a backend."""
 
@@ -97,8 +101,10 @@ class UpstreamConnection(asyncio.Protocol):
             self._reusable = False
             exchange, self.exchange = self.exchange, None
             self.close()
+            # httptools raises "User callback error" for what a callback raised.
+            reason = exc.__context__ if isinstance(exc.__context__, InvalidResponse) else exc
             if exchange is not None:
-                exchange.upstream_failed(502, f"invalid response: {exc}", INVALID)
+                exchange.upstream_failed(502, f"invalid response: {reason}", INVALID)
         else:
             if self._complete:
                 self._finish()
@@ -142,6 +148,9 @@ class UpstreamConnection(asyncio.Protocol):
             self._reusable = False
             return
         status = self.parser.get_status_code()
+        if not 100 <= status < 600:
+            # llhttp takes any three digits; RFC 9110 §15 defines 100 to 599.
+            raise InvalidResponse(f"status {status} is not between 100 and 599")
         fields, self._fields = self._fields, []
         if self._named is not None:
             fields = drop_named(fields, self._named)
