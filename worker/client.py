@@ -27,6 +27,7 @@ from portside.worker.exchange import Exchange
 from portside.worker.headers import (
     FORWARDED,
     REQUEST_SPECIAL,
+    REQUEST_SPECIAL_LENGTHS,
     ForwardedBy,
     connection_tokens,
     drop_named,
@@ -284,7 +285,7 @@ class ClientConnection(asyncio.Protocol):
             raise Rejected(414)
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        lname = name.lower()
+        lname = name.lower() if len(name) in REQUEST_SPECIAL_LENGTHS else b""
         if lname not in REQUEST_SPECIAL:
             self._fields += (name, b": ", value, b"\r\n")
         elif lname == b"host":

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Collection
 from http import HTTPStatus
+from typing import Final
 
 HOP_BY_HOP = frozenset(
     {
@@ -30,7 +31,7 @@ HOP_BY_HOP = frozenset(
 )
 
 #: Fields the proxy sets itself; a client's own copies are kept only from trusted peers.
-FORWARDED = frozenset(
+FORWARDED: Final = frozenset(
     {
         b"x-forwarded-for",
         b"x-forwarded-host",
@@ -43,9 +44,15 @@ FORWARDED = frozenset(
 
 #: Request fields that need more than copying (Host and Content-Length are copied
 #: *and* remembered).
-REQUEST_SPECIAL = HOP_BY_HOP | FORWARDED | {b"host", b"content-length"}
+REQUEST_SPECIAL: Final = HOP_BY_HOP | FORWARDED | {b"host", b"content-length"}
 #: Response fields that need more than copying.
-RESPONSE_SPECIAL = HOP_BY_HOP | {b"content-length"}
+RESPONSE_SPECIAL: Final = HOP_BY_HOP | {b"content-length"}
+#: The lengths of their names. A field name of another length (Date, Server,
+#: Content-Type, Accept: most fields) cannot be special, so it is copied without
+#: lower-casing it into a new bytes object and hashing that, which cost more than
+#: the rest of a header callback.
+REQUEST_SPECIAL_LENGTHS: Final = frozenset(map(len, REQUEST_SPECIAL))
+RESPONSE_SPECIAL_LENGTHS: Final = frozenset(map(len, RESPONSE_SPECIAL))
 
 _SEP = b": "
 _CRLF = b"\r\n"

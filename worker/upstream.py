@@ -16,6 +16,7 @@ import httptools
 from portside.worker.exchange import CONNECT, INVALID
 from portside.worker.headers import (
     RESPONSE_SPECIAL,
+    RESPONSE_SPECIAL_LENGTHS,
     connection_tokens,
     drop_named,
 )
@@ -129,7 +130,7 @@ class UpstreamConnection(asyncio.Protocol):
     # -- httptools callbacks ------------------------------------------------
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        lname = name.lower()
+        lname = name.lower() if len(name) in RESPONSE_SPECIAL_LENGTHS else b""
         if lname not in RESPONSE_SPECIAL:
             self._fields += (name, b": ", value, b"\r\n")
         elif lname == b"content-length":
