@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from collections.abc import Collection, Sequence
 from math import gcd
-from typing import Generic, Protocol, TypeVar
+from typing import Final, Generic, Protocol, TypeVar
 
 #: Longest cycle we precompute; larger weight sums are scaled down to fit.
-MAX_CYCLE = 4096
+MAX_CYCLE: Final = 4096
 
 
 class Candidate(Protocol):

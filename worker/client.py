@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 import httptools
 
@@ -40,18 +40,18 @@ if TYPE_CHECKING:
     from portside.worker.runtime import EntryPointRuntime, WorkerRuntime
 
 # Reasons to stop reading from the client; reading resumes when none is left.
-_PAUSE_PIPELINE = 1  # a pipelined request waits behind the one in flight
-_PAUSE_UPSTREAM = 2  # the backend is not taking the request body fast enough
-_PAUSE_UPGRADE = 4  # what follows an Upgrade request waits for the backend's answer
+_PAUSE_PIPELINE: Final = 1  # a pipelined request waits behind the one in flight
+_PAUSE_UPSTREAM: Final = 2  # the backend is not taking the request body fast enough
+_PAUSE_UPGRADE: Final = 4  # what follows an Upgrade request waits for the backend's answer
 
 #: Lingering close, as nginx's lingering_timeout and lingering_time: after the last
 #: response, what the client still sends is read and dropped until it has been quiet
 #: this long, or for at most the second figure, in seconds.
-LINGER_QUIET = 5.0
-LINGER_MAX = 30.0
+LINGER_QUIET: Final = 5.0
+LINGER_MAX: Final = 30.0
 
-_HOST_CACHE: dict[bytes, str] = {}
-_HOST_CACHE_MAX = 4096
+_HOST_CACHE: Final[dict[bytes, str]] = {}
+_HOST_CACHE_MAX: Final = 4096
 
 
 class _Closing(Exception):

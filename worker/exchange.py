@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from portside.worker import headers as hdr
 from portside.worker.responses import error_response
@@ -31,16 +31,16 @@ log = logging.getLogger("portside.worker")
 
 #: Request body bytes held while the backend connection is being opened.
 #: Past this the client is paused, so memory stays bounded.
-_PENDING_LIMIT = 256 * 1024
-_LAST_CHUNK = b"0\r\n\r\n"
+_PENDING_LIMIT: Final = 256 * 1024
+_LAST_CHUNK: Final = b"0\r\n\r\n"
 #: RFC 9110 §9.2.2: methods a client may repeat; a proxy may resend only these.
-IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"})
+IDEMPOTENT: Final = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"})
 # Why a backend exchange failed (compared by identity).
-CONNECT = "connect"
-RESET = "reset"
-TIMEOUT = "timeout"
-INVALID = "invalid"
-_CRLF = b"\r\n"
+CONNECT: Final = "connect"
+RESET: Final = "reset"
+TIMEOUT: Final = "timeout"
+INVALID: Final = "invalid"
+_CRLF: Final = b"\r\n"
 
 
 class Exchange:

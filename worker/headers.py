@@ -16,7 +16,7 @@ from collections.abc import Collection
 from http import HTTPStatus
 from typing import Final
 
-HOP_BY_HOP = frozenset(
+HOP_BY_HOP: Final = frozenset(
     {
         b"connection",
         b"keep-alive",
@@ -54,15 +54,15 @@ RESPONSE_SPECIAL: Final = HOP_BY_HOP | {b"content-length"}
 REQUEST_SPECIAL_LENGTHS: Final = frozenset(map(len, REQUEST_SPECIAL))
 RESPONSE_SPECIAL_LENGTHS: Final = frozenset(map(len, RESPONSE_SPECIAL))
 
-_SEP = b": "
-_CRLF = b"\r\n"
+_SEP: Final = b": "
+_CRLF: Final = b"\r\n"
 #: Connection values that name no other field, so nothing more must be removed.
-_PLAIN_CONNECTION = frozenset({b"keep-alive", b"close", b""})
+_PLAIN_CONNECTION: Final = frozenset({b"keep-alive", b"close", b""})
 #: Fields a Connection header may name but never remove: they frame or route the
 #: message, which the proxy does by them whatever the sender says. Dropping
 #: Content-Length while forwarding the body it delimits would let the body be
 #: read as a second request (smuggling); dropping Host would strip the route.
-_NEVER_NAMED = _PLAIN_CONNECTION | {b"host", b"content-length", b"transfer-encoding"}
+_NEVER_NAMED: Final = _PLAIN_CONNECTION | {b"host", b"content-length", b"transfer-encoding"}
 
 
 def connection_tokens(value: bytes, named: set[bytes] | None) -> set[bytes] | None:
@@ -90,7 +90,7 @@ def drop_named(parts: list[bytes], named: Collection[bytes]) -> list[bytes]:
     return kept
 
 
-_FORWARDED = (
+_FORWARDED: Final = (
     b"X-Forwarded-For: %s\r\nX-Forwarded-Host: %s\r\nX-Forwarded-Port: %s\r\n"
     b"X-Forwarded-Proto: %s\r\nX-Forwarded-Server: %s\r\nX-Real-Ip: %s\r\n"
 )
@@ -197,7 +197,7 @@ def _status_line(status: int) -> bytes:
 
 # The backend's reason phrase is not relayed: clients must ignore it
 # (RFC 9112 §4), and a fixed status line per code is one lookup.
-_STATUS_LINES = {status: _status_line(status) for status in range(100, 600)}
+_STATUS_LINES: Final = {status: _status_line(status) for status in range(100, 600)}
 
 
 def response_head(status: int, fields: list[bytes], chunked: bool, connection: bytes) -> bytes:

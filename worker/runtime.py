@@ -12,7 +12,7 @@ import asyncio
 import ipaddress
 import socket
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from portside.master.static_config import EntryPoint, StaticConfig
 from portside.worker.access_log import AccessLog, open_access_log
@@ -30,7 +30,7 @@ _Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 #: Resends when nothing is configured: one per other server, at most this many.
-DEFAULT_RESENDS = 3
+DEFAULT_RESENDS: Final = 3
 
 
 class Server:

@@ -10,24 +10,24 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from time import perf_counter
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 if TYPE_CHECKING:
     from portside.worker.access_log import AccessLog
     from portside.worker.exchange import Exchange
 
 #: Upper bounds, in seconds, of the request duration histogram (Prometheus' defaults).
-DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+DURATION_BUCKETS: Final = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 #: The status of a request whose client went away before any response (nginx's).
-CLIENT_GONE = 499
+CLIENT_GONE: Final = 499
 #: Methods reported by name; any other is "OTHER", so clients cannot make labels explode.
-_METHODS = {
+_METHODS: Final = {
     m.encode(): m
     for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "CONNECT", "TRACE")
 }
 
 #: The clock request durations are measured with.
-clock = perf_counter
+clock: Final = perf_counter
 
 
 class WorkerStats:
