@@ -54,7 +54,6 @@ RESPONSE_SPECIAL: Final = HOP_BY_HOP | {b"content-length"}
 REQUEST_SPECIAL_LENGTHS: Final = frozenset(map(len, REQUEST_SPECIAL))
 RESPONSE_SPECIAL_LENGTHS: Final = frozenset(map(len, RESPONSE_SPECIAL))
 
-_SEP: Final = b": "
 _CRLF: Final = b"\r\n"
 #: Connection values that name no other field, so nothing more must be removed.
 _PLAIN_CONNECTION: Final = frozenset({b"keep-alive", b"close", b""})

@@ -161,7 +161,7 @@ class UpstreamConnection(asyncio.Protocol):
         exchange = self.exchange
         if exchange is None:
             return
-        if 100 <= status < 200 and status != 101:
+        if status < 200 and status != 101:
             # An interim response; llhttp completes it as a message of its own
             # and goes on parsing the final response on the same connection.
             exchange.interim_response(status, fields)
