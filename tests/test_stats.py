@@ -40,3 +40,16 @@ def test_master_totals_count_503_504_and_resends_across_workers(portside, whoami
     wait_until(lambda: "stats: slow@file 504 total 2" in proxy.logs())
     wait_until(lambda: "stats: slow@file 200 total 4" in proxy.logs())
     wait_until(lambda: "stats: slow@file resends total" in proxy.logs())
+
+
+def test_duration_bucket_matches_bisect_left_at_and_around_every_bound():
+    # The histogram's `le` buckets: the first bound a duration does not exceed.
+    from bisect import bisect_left
+
+    from portside.worker.stats import DURATION_BUCKETS, duration_bucket
+
+    for bound in DURATION_BUCKETS:
+        for seconds in (bound * 0.999, bound, bound * 1.001):
+            assert duration_bucket(seconds) == bisect_left(DURATION_BUCKETS, seconds), seconds
+    assert duration_bucket(0.0) == 0
+    assert duration_bucket(3600.0) == len(DURATION_BUCKETS)
