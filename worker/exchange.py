@@ -21,10 +21,10 @@ from portside.worker.stats import clock
 if TYPE_CHECKING:
     import asyncio
 
+    from portside.worker.balancer import Server
     from portside.worker.client import ClientConnection
     from portside.worker.internal import InternalRoute
     from portside.worker.routing import Route
-    from portside.worker.runtime import Server
     from portside.worker.upstream import UpstreamConnection
 
 log = logging.getLogger("portside.worker")

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from portside.master.static_config import EntryPoint, StaticConfig
 from portside.worker.access_log import AccessLog, open_access_log
-from portside.worker.balancer import Balancer
+from portside.worker.balancer import Balancer, Server
 from portside.worker.internal import InternalServices, StatusPages
 from portside.worker.routing import Route, RouteTable
 from portside.worker.rules import Rule, parse_rule
@@ -33,26 +33,6 @@ _Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 DEFAULT_RESENDS: Final = 3
 
 
-class Server:
-    """One backend of a service, as a worker sees it."""
-
-    __slots__ = ("url", "weight", "pool", "healthy")
-
-    def __init__(self, url: str, weight: int, pool: UpstreamPool, healthy: bool) -> None:
-        self.url = url
-        self.weight = weight
-        self.pool = pool
-        #: From the active health checks, via the snapshot.
-        self.healthy = healthy
-
-    @property
-    def available(self) -> bool:
-        """Whether a new request may go here: healthy and not ejected by passive health."""
-        pool = self.pool
-        # Asking the pool costs a call; a server never ejected needs none.
-        return self.healthy and (not pool.ejected_until or pool.accepting())
-
-
 @dataclass(frozen=True, slots=True)
 class PassiveHealth:
     """When a server is ejected (loadBalancer.passiveHealthCheck)."""
@@ -67,7 +47,7 @@ class Service:
     __slots__ = ("name", "balancer", "passive", "retry")
 
     def __init__(
-        self, name: str, balancer: Balancer[Server], passive: PassiveHealth, retry: dict | None
+        self, name: str, balancer: Balancer, passive: PassiveHealth, retry: dict | None
     ) -> None:
         self.name = name
         self.balancer = balancer
