@@ -6,8 +6,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_rules import Request
 
+from portside.worker.balancer import Balancer
 from portside.worker.routing import Route, RouteTable
 from portside.worker.rules import parse_rule
+from portside.worker.runtime import PassiveHealth, Service
+
+# Routing never looks at the service; a route still needs a real one.
+_COUNTERS = memoryview(bytearray(8)).cast("Q")
+SERVICE = Service("s", Balancer([], _COUNTERS, 0), PassiveHealth(), None)
 
 HOSTS = ("a.test", "b.test", "c.test")
 # Rules of each shape the table indexes differently: one host, several hosts,
@@ -48,17 +54,17 @@ requests = st.builds(
 @settings(max_examples=300, deadline=None)
 @given(table=tables, request=requests)
 def test_lookup_matches_a_linear_scan(table: list[tuple[str, int]], request: Request) -> None:
-    routes = [
-        Route(f"r{i}", parse_rule(rule), priority, None) for i, (rule, priority) in enumerate(table)
-    ]
+    routes = [Route(f"r{i}", parse_rule(r), p, SERVICE) for i, (r, p) in enumerate(table)]
     assert RouteTable(routes).lookup(request) is scan(routes, request)
 
 
 def test_a_large_table_keeps_host_and_any_host_routers_in_order() -> None:
     # 2,000 single-host routers and two catch-alls, one above and one below them.
-    routes = [Route(f"h{i:04d}", parse_rule(f"Host(`h{i}.test`)"), 10, None) for i in range(2000)]
-    above = Route("above", parse_rule("Path(`/admin`)"), 20, None)
-    below = Route("below", parse_rule("PathPrefix(`/`)"), 1, None)
+    routes = [
+        Route(f"h{i:04d}", parse_rule(f"Host(`h{i}.test`)"), 10, SERVICE) for i in range(2000)
+    ]
+    above = Route("above", parse_rule("Path(`/admin`)"), 20, SERVICE)
+    below = Route("below", parse_rule("PathPrefix(`/`)"), 1, SERVICE)
     table = RouteTable([*routes, above, below])
     assert table.lookup(Request(host="h1999.test", path="/")) is routes[1999]
     assert table.lookup(Request(host="h1999.test", path="/admin")) is above

@@ -11,9 +11,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from heapq import merge
-from typing import Any
+from typing import TYPE_CHECKING
 
 from portside.worker.rules import RequestView, Rule
+
+if TYPE_CHECKING:
+    # Typed, not Any: compiled code then reads route.service.balancer directly.
+    from portside.worker.runtime import Service
 
 
 class Route:
@@ -26,7 +30,7 @@ class Route:
         name: str,
         rule: Rule,
         priority: int,
-        service: Any,
+        service: Service,
         attempts: int = 1,
         retry_interval: float = 0.0,
     ) -> None:
