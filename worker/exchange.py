@@ -301,9 +301,9 @@ class Exchange:
         if status == 101:
             self._switch_protocols(fields)
             return
-        pool = self.server.pool  # type: ignore[union-attr]
-        if pool.failures:
-            pool.record_success()
+        server = self.server  # always set by now; the check lets mypyc read it natively
+        if server is not None and server.pool.failures:
+            server.pool.record_success()
         self.status = status
         self._settle_connection()
         if self.raw_method == b"HEAD" or status == 204 or status == 304:
