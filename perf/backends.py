@@ -25,6 +25,8 @@ class Backends:
 def _config(workdir: Path, ports: list[int]) -> str:
     servers = []
     for i, port in enumerate(ports, start=1):
+        # A proxy opens up to 1,000 connections at once (c1000): the backlog takes
+        # them all (nginx's default, 511, would drop handshakes).
         # /upload must read the whole body before it answers, as an application does.
         # `return` would answer at once and discard the body afterwards; a proxy that
         # gets the answer while still sending the body must then drop the client
@@ -34,7 +36,7 @@ def _config(workdir: Path, ports: list[int]) -> str:
             f"""
     upstream self{i} {{ server {procs.LOOPBACK}:{port}; keepalive 64; }}
     server {{
-        listen {procs.LOOPBACK}:{port} reuseport;
+        listen {procs.LOOPBACK}:{port} reuseport backlog=4096;
         location / {{ return 200 "hello from backend-{i}\\n"; }}
         location = /64k {{ alias {workdir}/64k.bin; default_type application/octet-stream; }}
         location = /upload {{

@@ -175,8 +175,12 @@ http {{
         keepalive {UPSTREAM_IDLE};
         keepalive_requests 1000000;
     }}
-    # Unknown Host: 404, as portside answers when no router matches.
-    server {{ listen {procs.LOOPBACK}:{port} default_server reuseport; return 404; }}
+    # Unknown Host: 404, as portside answers when no router matches. The listen
+    # backlog is portside's and HAProxy's (4096): with nginx's default of 511, the
+    # 1,000 connections of c1000 arriving at once overflowed the accept queue
+    # (489 handshakes dropped, counted in ListenOverflows), and each dropped
+    # handshake costs its request 1-3 s of SYN-ACK retransmits.
+    server {{ listen {procs.LOOPBACK}:{port} default_server reuseport backlog=4096; return 404; }}
 {vhosts}}}
 """
     )
