@@ -29,6 +29,7 @@ from portside.worker.headers import (
     REQUEST_SPECIAL,
     REQUEST_SPECIAL_LENGTHS,
     ForwardedBy,
+    add_field,
     connection_tokens,
     drop_named,
 )
@@ -287,16 +288,16 @@ class ClientConnection(asyncio.Protocol):
     def on_header(self, name: bytes, value: bytes) -> None:
         lname = name.lower() if len(name) in REQUEST_SPECIAL_LENGTHS else b""
         if lname not in REQUEST_SPECIAL:
-            self._fields += (name, b": ", value, b"\r\n")
+            add_field(self._fields, name, value)
         elif lname == b"host":
             if self._raw_host is not None:
                 raise Rejected(400)  # RFC 9112 §3.2: more than one Host
             self._raw_host = value
-            self._fields += (name, b": ", value, b"\r\n")
+            add_field(self._fields, name, value)
         elif lname == b"content-length":
             # llhttp has checked it: digits only, never twice.
             self._content_length = value
-            self._fields += (name, b": ", value, b"\r\n")
+            add_field(self._fields, name, value)
         elif lname in FORWARDED:
             if self.forwarded_by.trusted:  # type: ignore[union-attr]
                 incoming = self._incoming

@@ -75,6 +75,18 @@ def connection_tokens(value: bytes, named: set[bytes] | None) -> set[bytes] | No
     return tokens if named is None else named | tokens
 
 
+def add_field(fields: list[bytes], name: bytes, value: bytes) -> None:
+    """Append a field to a flat field list: name, ": ", value, CRLF.
+
+    Four appends rather than `fields += (...)`, which would allocate and free
+    a tuple for every header of every message.
+    """
+    fields.append(name)
+    fields.append(b": ")
+    fields.append(value)
+    fields.append(_CRLF)
+
+
 def drop_named(parts: list[bytes], named: Collection[bytes]) -> list[bytes]:
     """The flat field list without the fields whose lower-case names are in `named`.
 

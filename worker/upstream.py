@@ -17,6 +17,7 @@ from portside.worker.exchange import CONNECT, INVALID
 from portside.worker.headers import (
     RESPONSE_SPECIAL,
     RESPONSE_SPECIAL_LENGTHS,
+    add_field,
     connection_tokens,
     drop_named,
 )
@@ -132,10 +133,10 @@ class UpstreamConnection(asyncio.Protocol):
     def on_header(self, name: bytes, value: bytes) -> None:
         lname = name.lower() if len(name) in RESPONSE_SPECIAL_LENGTHS else b""
         if lname not in RESPONSE_SPECIAL:
-            self._fields += (name, b": ", value, b"\r\n")
+            add_field(self._fields, name, value)
         elif lname == b"content-length":
             self._content_length = True
-            self._fields += (name, b": ", value, b"\r\n")
+            add_field(self._fields, name, value)
         elif lname == b"connection":
             self._named = connection_tokens(value, self._named)
         elif lname == b"transfer-encoding":
