@@ -99,6 +99,8 @@ CASES = [
         True,
     ),
     ("long-header-ok", get(b"X-Long: " + b"a" * 2000 + b"\r\n"), 200, True, True),
+    # Longer than the bits of the special-name length mask (headers.py).
+    ("long-field-name-ok", get(b"X-" + b"n" * 100 + b": v\r\n"), 200, True, True),
     ("many-headers-ok", get(b"".join(b"X-%d: v\r\n" % i for i in range(18))), 200, True, True),
     ("body-at-limit", post(b"Content-Length: 1000\r\n", b"x" * 1000), 200, True, True),
     ("unknown-host", b"GET {p} HTTP/1.1\r\nHost: nowhere.localhost\r\n\r\n", 404, False, True),

@@ -286,7 +286,7 @@ class ClientConnection(asyncio.Protocol):
             raise Rejected(414)
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        lname = name.lower() if len(name) in REQUEST_SPECIAL_LENGTHS else b""
+        lname = name.lower() if REQUEST_SPECIAL_LENGTHS >> len(name) & 1 else b""
         if lname not in REQUEST_SPECIAL:
             add_field(self._fields, name, value)
         elif lname == b"host":

@@ -47,12 +47,22 @@ FORWARDED: Final = frozenset(
 REQUEST_SPECIAL: Final = HOP_BY_HOP | FORWARDED | {b"host", b"content-length"}
 #: Response fields that need more than copying.
 RESPONSE_SPECIAL: Final = HOP_BY_HOP | {b"content-length"}
-#: The lengths of their names. A field name of another length (Date, Server,
-#: Content-Type, Accept: most fields) cannot be special, so it is copied without
-#: lower-casing it into a new bytes object and hashing that, which cost more than
-#: the rest of a header callback.
-REQUEST_SPECIAL_LENGTHS: Final = frozenset(map(len, REQUEST_SPECIAL))
-RESPONSE_SPECIAL_LENGTHS: Final = frozenset(map(len, RESPONSE_SPECIAL))
+
+
+def _length_bits(names: frozenset[bytes]) -> int:
+    bits = 0
+    for name in names:
+        bits |= 1 << len(name)
+    return bits
+
+
+#: The lengths of their names, as bits: bit n is set if one has n bytes, so
+#: `LENGTHS >> len(name) & 1` tests a name with two machine operations. A field
+#: name of another length (Date, Server, Content-Type, Accept: most fields)
+#: cannot be special, so it is copied without lower-casing it into a new bytes
+#: object and hashing that, which cost more than the rest of a header callback.
+REQUEST_SPECIAL_LENGTHS: Final = _length_bits(REQUEST_SPECIAL)
+RESPONSE_SPECIAL_LENGTHS: Final = _length_bits(RESPONSE_SPECIAL)
 
 _CRLF: Final = b"\r\n"
 #: Connection values that name no other field, so nothing more must be removed.

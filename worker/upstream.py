@@ -131,7 +131,7 @@ class UpstreamConnection(asyncio.Protocol):
     # -- httptools callbacks ------------------------------------------------
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        lname = name.lower() if len(name) in RESPONSE_SPECIAL_LENGTHS else b""
+        lname = name.lower() if RESPONSE_SPECIAL_LENGTHS >> len(name) & 1 else b""
         if lname not in RESPONSE_SPECIAL:
             add_field(self._fields, name, value)
         elif lname == b"content-length":
