@@ -286,8 +286,9 @@ class ClientConnection(asyncio.Protocol):
             raise Rejected(414)
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        lname = name.lower() if REQUEST_SPECIAL_LENGTHS >> len(name) & 1 else b""
-        if lname not in REQUEST_SPECIAL:
+        # None: no special name has this length, so no set lookup either.
+        lname = name.lower() if REQUEST_SPECIAL_LENGTHS >> len(name) & 1 else None
+        if lname is None or lname not in REQUEST_SPECIAL:
             add_field(self._fields, name, value)
         elif lname == b"host":
             if self._raw_host is not None:

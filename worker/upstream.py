@@ -131,8 +131,9 @@ class UpstreamConnection(asyncio.Protocol):
     # -- httptools callbacks ------------------------------------------------
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        lname = name.lower() if RESPONSE_SPECIAL_LENGTHS >> len(name) & 1 else b""
-        if lname not in RESPONSE_SPECIAL:
+        # None: no special name has this length, so no set lookup either.
+        lname = name.lower() if RESPONSE_SPECIAL_LENGTHS >> len(name) & 1 else None
+        if lname is None or lname not in RESPONSE_SPECIAL:
             add_field(self._fields, name, value)
         elif lname == b"content-length":
             self._content_length = True
