@@ -27,6 +27,7 @@ def _config(workdir: Path, ports: list[int]) -> str:
     for i, port in enumerate(ports, start=1):
         # A proxy opens up to 1,000 connections at once (c1000): the backlog takes
         # them all (nginx's default, 511, would drop handshakes).
+        #
         # /upload must read the whole body before it answers, as an application does.
         # `return` would answer at once and discard the body afterwards; a proxy that
         # gets the answer while still sending the body must then drop the client

@@ -11,7 +11,8 @@ from portside.worker.routing import Route, RouteTable
 from portside.worker.rules import parse_rule
 from portside.worker.runtime import PassiveHealth, Service
 
-# Routing never looks at the service; a route still needs a real one.
+# Routing never looks at the service; a route still needs a real one, since
+# compiled code checks the type of Route.service.
 _COUNTERS = memoryview(bytearray(8)).cast("Q")
 SERVICE = Service("s", Balancer([], _COUNTERS, 0), PassiveHealth(), None)
 

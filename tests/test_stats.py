@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from bisect import bisect_left
+
 from conftest import free_port, wait_until
+
+from portside.worker.stats import DURATION_BUCKETS, duration_bucket
 
 
 def test_master_totals_count_503_504_and_resends_across_workers(portside, whoami):
@@ -44,10 +48,6 @@ def test_master_totals_count_503_504_and_resends_across_workers(portside, whoami
 
 def test_duration_bucket_matches_bisect_left_at_and_around_every_bound():
     # The histogram's `le` buckets: the first bound a duration does not exceed.
-    from bisect import bisect_left
-
-    from portside.worker.stats import DURATION_BUCKETS, duration_bucket
-
     for bound in DURATION_BUCKETS:
         for seconds in (bound * 0.999, bound, bound * 1.001):
             assert duration_bucket(seconds) == bisect_left(DURATION_BUCKETS, seconds), seconds

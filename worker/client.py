@@ -287,7 +287,7 @@ class ClientConnection(asyncio.Protocol):
 
     def on_header(self, name: bytes, value: bytes) -> None:
         # None: no special name has this length, so no set lookup either.
-        lname = name.lower() if REQUEST_SPECIAL_LENGTHS >> len(name) & 1 else None
+        lname = name.lower() if (REQUEST_SPECIAL_LENGTHS >> len(name)) & 1 else None
         if lname is None or lname not in REQUEST_SPECIAL:
             add_field(self._fields, name, value)
         elif lname == b"host":

@@ -4,10 +4,11 @@ A proxy must not forward hop-by-hop fields: `Connection`, every field that
 `Connection` names, and the fixed list below. Framing (`Transfer-Encoding`)
 is hop-by-hop too: the proxy re-frames each side itself.
 
-Fields are filtered as the parser reports them, one dict-free set lookup
-per field, and kept as a flat list of byte strings (name, ": ", value,
-CRLF, ...) that is joined once into the outgoing head. This is the hottest
-code in a worker, so it trades a little elegance for fewer Python calls.
+Fields are filtered as the parser reports them, with at most one set lookup
+per field (none for a name whose length no special name has), and kept as a
+flat list of byte strings (name, ": ", value, CRLF, ...) that is joined once
+into the outgoing head. This is the hottest code in a worker, so it trades a
+little elegance for fewer Python calls.
 """
 
 from __future__ import annotations

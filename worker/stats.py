@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from portside.worker.access_log import AccessLog
     from portside.worker.exchange import Exchange
 
+#: DURATION_BUCKETS[0], as a constant compiled code compares unboxed (duration_bucket).
 _FIRST_BOUND: Final = 0.005
 #: Upper bounds, in seconds, of the request duration histogram (Prometheus' defaults).
 #: Typed as a tuple of any length, so that mypyc keeps it as one tuple object:
@@ -49,7 +50,7 @@ class RequestCount:
     """Requests counted under one key, and their summed duration.
 
     A native class, so that mypyc keeps both as unboxed machine numbers: a
-    `[count, seconds]` list would allocate a new int and float per request.
+    `[count, seconds]` list would allocate a new float (and, past 256, int) per request.
     """
 
     __slots__ = ("n", "seconds")

@@ -132,7 +132,7 @@ class UpstreamConnection(asyncio.Protocol):
 
     def on_header(self, name: bytes, value: bytes) -> None:
         # None: no special name has this length, so no set lookup either.
-        lname = name.lower() if RESPONSE_SPECIAL_LENGTHS >> len(name) & 1 else None
+        lname = name.lower() if (RESPONSE_SPECIAL_LENGTHS >> len(name)) & 1 else None
         if lname is None or lname not in RESPONSE_SPECIAL:
             add_field(self._fields, name, value)
         elif lname == b"content-length":
