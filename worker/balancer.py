@@ -90,12 +90,9 @@ class Balancer:
         counters, slot = self._counters, self._slot
         position: int = counters[slot]
         counters[slot] = position + 1 if position < _WRAP else 0
-        # Almost always the server whose turn it is takes the request: try it
-        # before setting up the walk over the others.
-        server = cycle[position % n]
-        if (exclude is None or server not in exclude) and server.available:
-            return server
-        for step in range(1, n):
+        # Almost always the server whose turn it is takes the request: the walk
+        # goes on only past servers that are down or already tried.
+        for step in range(n):
             server = cycle[(position + step) % n]
             if (exclude is None or server not in exclude) and server.available:
                 return server

@@ -40,7 +40,6 @@ CONNECT: Final = "connect"
 RESET: Final = "reset"
 TIMEOUT: Final = "timeout"
 INVALID: Final = "invalid"
-_CRLF: Final = b"\r\n"
 
 
 class Exchange:
@@ -221,7 +220,7 @@ class Exchange:
         """A piece of the request body from the client."""
         if self._discard_body:
             return
-        parts = (b"%x\r\n" % len(data), data, _CRLF) if self.request_chunked else (data,)
+        parts = (b"%x\r\n" % len(data), data, hdr.CRLF) if self.request_chunked else (data,)
         self._keep_for_replay(parts, len(data))
         if self.upstream is not None:
             self.upstream.writelines(parts)
@@ -301,8 +300,9 @@ class Exchange:
         if status == 101:
             self._switch_protocols(fields)
             return
-        server = self.server  # always set by now; the check lets mypyc read it natively
-        if server is not None and server.pool.failures:
+        server = self.server
+        assert server is not None  # set before the request was sent; narrows it for mypyc
+        if server.pool.failures:
             server.pool.record_success()
         self.status = status
         self._settle_connection()
@@ -330,7 +330,7 @@ class Exchange:
         if self._no_body:
             return
         if self._out_chunked:
-            self.client.writelines((b"%x\r\n" % len(data), data, _CRLF))
+            self.client.writelines((b"%x\r\n" % len(data), data, hdr.CRLF))
         else:
             self.client.write(data)
 

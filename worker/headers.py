@@ -65,7 +65,8 @@ def _length_bits(names: frozenset[bytes]) -> int:
 REQUEST_SPECIAL_LENGTHS: Final = _length_bits(REQUEST_SPECIAL)
 RESPONSE_SPECIAL_LENGTHS: Final = _length_bits(RESPONSE_SPECIAL)
 
-_CRLF: Final = b"\r\n"
+#: The line end of HTTP/1.1 (RFC 9112 §2.2).
+CRLF: Final = b"\r\n"
 #: Connection values that name no other field, so nothing more must be removed.
 _PLAIN_CONNECTION: Final = frozenset({b"keep-alive", b"close", b""})
 #: Fields a Connection header may name but never remove: they frame or route the
@@ -95,7 +96,7 @@ def add_field(fields: list[bytes], name: bytes, value: bytes) -> None:
     fields.append(name)
     fields.append(b": ")
     fields.append(value)
-    fields.append(_CRLF)
+    fields.append(CRLF)
 
 
 def drop_named(parts: list[bytes], named: Collection[bytes]) -> list[bytes]:
@@ -204,7 +205,7 @@ def request_head(
             rendered,
             b"Transfer-Encoding: chunked\r\n" if chunked else b"",
             b"" if upgrade is None else b"Connection: Upgrade\r\nUpgrade: %s\r\n" % upgrade,
-            _CRLF,
+            CRLF,
         )
     )
 
@@ -234,6 +235,6 @@ def response_head(status: int, fields: list[bytes], chunked: bool, connection: b
             b"".join(fields),
             b"Transfer-Encoding: chunked\r\n" if chunked else b"",
             connection,
-            _CRLF,
+            CRLF,
         )
     )
