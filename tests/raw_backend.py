@@ -28,6 +28,12 @@ RESPONSES = {
     "trailers": b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n"
     b"0\r\nX-Checksum: abc\r\n\r\n",
     "close-delimited": b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nuntil the end",
+    # Hop-by-hop fields in mixed case, and end-to-end ones with names as long as
+    # special ones (Expires and Trailer: 7 bytes; X-Trace-Id and Connection: 10).
+    "hop-by-hop": b"HTTP/1.1 200 OK\r\nKEEP-alive: timeout=5\r\n"
+    b"Connection: keep-alive, X-Secret\r\nX-Secret: 1\r\nProxy-Connection: keep-alive\r\n"
+    b"Upgrade: h2c\r\nTrailer: X-Sum\r\n"
+    b"Expires: 0\r\nX-Trace-Id: 1\r\nContent-Length: 2\r\n\r\nok",
 }
 
 
