@@ -176,6 +176,34 @@ def test_each_request_on_a_connection_gets_its_own_fields(portside, whoami):
             assert resp.field("Host") == host.decode()
             assert resp.field("X-Forwarded-Host") == host.decode()
             assert resp.field("X-A") == value.decode()
+            assert _host_lines(resp) == [f"Host: {host.decode()}"]
+
+
+def _host_lines(resp) -> list[str]:
+    """The Host lines of the request head a whoami body echoes."""
+    return [line for line in resp.text.splitlines() if line.lower().startswith("host:")]
+
+
+def test_http10_request_without_host_is_sent_with_an_empty_one(portside, whoami):
+    # The backend is spoken to in HTTP/1.1, which requires a Host (RFC 9112 §3.2).
+    w1 = whoami("w1")
+    proxy = portside(
+        f"""
+        [http.routers.all]
+        rule = "PathPrefix(`/`)"
+        service = "all"
+
+        [http.services.all.loadBalancer]
+        servers = [ {{ url = "{w1.url}" }} ]
+        """
+    )
+    sock, f = connect(proxy.port)
+    with sock:
+        sock.sendall(b"GET /old HTTP/1.0\r\n\r\n")
+        resp = read_response(f)
+    assert resp.status == 200
+    assert "GET /old HTTP/1.1" in resp.text
+    assert [line.rstrip() for line in _host_lines(resp)] == ["Host:"]
 
 
 def test_pipelined_requests_answered_in_order(portside, whoami):

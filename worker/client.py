@@ -293,8 +293,8 @@ class ClientConnection(asyncio.Protocol):
         elif lname == b"host":
             if self._raw_host is not None:
                 raise Rejected(400)  # RFC 9112 §3.2: more than one Host
+            # Not among the fields: request_head sends it first, on its own.
             self._raw_host = value
-            add_field(self._fields, name, value)
         elif lname == b"content-length":
             # llhttp has checked it: digits only, never twice.
             self._content_length = value
@@ -582,7 +582,9 @@ class ClientConnection(asyncio.Protocol):
             raise Rejected(431)
         # _head_bytes counts whole reads, so it can include a body or the next
         # request: only past the limit is the head itself measured.
-        if self._head_bytes > ep.max_head and len(self._url) + sum(map(len, fields)) > ep.max_head:
+        if self._head_bytes > ep.max_head and (
+            len(self._url) + len(self._raw_host or b"") + sum(map(len, fields)) > ep.max_head
+        ):
             raise Rejected(431)
         length = self._content_length
         limit = self.entry_point.max_body

@@ -179,6 +179,8 @@ class Exchange:
 
     def header_values(self, name: str) -> list[str]:
         wanted = name.encode("latin-1")
+        if wanted == b"host":  # kept apart from the other fields
+            return [self.raw_host.decode("latin-1")] if self.raw_host else []
         fields = self.fields
         return [
             fields[i + 2].decode("latin-1")

@@ -43,8 +43,8 @@ FORWARDED: Final = frozenset(
     }
 )
 
-#: Request fields that need more than copying (Host and Content-Length are copied
-#: *and* remembered).
+#: Request fields that need more than copying (Content-Length is copied *and*
+#: remembered; Host is remembered and sent first).
 REQUEST_SPECIAL: Final = HOP_BY_HOP | FORWARDED | {b"host", b"content-length"}
 #: Response fields that need more than copying.
 RESPONSE_SPECIAL: Final = HOP_BY_HOP | {b"content-length"}
@@ -113,9 +113,13 @@ def drop_named(parts: list[bytes], named: Collection[bytes]) -> list[bytes]:
     return kept
 
 
-_FORWARDED: Final = (
-    b"X-Forwarded-For: %s\r\nX-Forwarded-Host: %s\r\nX-Forwarded-Port: %s\r\n"
-    b"X-Forwarded-Proto: %s\r\nX-Forwarded-Server: %s\r\nX-Real-Ip: %s\r\n"
+# The forwarded fields in two parts around X-Forwarded-Host's value, which is
+# the request's Host: the only one of them that changes between the requests
+# of an untrusted client's connection.
+_FORWARDED_TO_HOST: Final = b"X-Forwarded-For: %s\r\nX-Forwarded-Host: "
+_FORWARDED_AFTER_HOST: Final = (
+    b"\r\nX-Forwarded-Port: %s\r\nX-Forwarded-Proto: %s\r\nX-Forwarded-Server: %s\r\n"
+    b"X-Real-Ip: %s\r\n"
 )
 
 
@@ -134,7 +138,7 @@ class ForwardedBy:
         "port",
         "server",
         "trusted",
-        "before_host",
+        "to_host",
         "after_host",
         "last_fields",
         "last_rendered",
@@ -146,11 +150,15 @@ class ForwardedBy:
         self.port = str(port).encode()
         self.server = server.encode()
         self.trusted = trusted
-        self.before_host, self.after_host = (
-            _FORWARDED % (self.client_ip, b"\0", self.port, self.proto, self.server, self.client_ip)
-        ).split(b"\0")
+        self.to_host = _FORWARDED_TO_HOST % self.client_ip
+        self.after_host = _FORWARDED_AFTER_HOST % (
+            self.port,
+            self.proto,
+            self.server,
+            self.client_ip,
+        )
         #: The fields of the last request rendered without trusted X-Forwarded-*
-        #: values, and what they rendered to (with the forwarded fields).
+        #: values, and what they rendered to (with the forwarded fields up to Host's).
         self.last_fields: list[bytes] | None = None
         self.last_rendered = b""
 
@@ -167,29 +175,36 @@ def request_head(
 ) -> bytes:
     """The request head to send upstream, as HTTP/1.1 over a keep-alive connection.
 
-    `fields` are the client's end-to-end fields (Host included: it passes
-    through unchanged, Traefik's passHostHeader). `incoming` holds the
-    X-Forwarded-* values of a trusted peer, which are kept or appended to.
-    `upgrade` is the protocol a client asks to switch to (RFC 9110 §7.8):
-    Upgrade and Connection are hop-by-hop, so they are sent anew, and
-    X-Forwarded-Proto says `ws`, as Traefik does.
+    `host` is the client's Host, passed through unchanged (Traefik's
+    passHostHeader) and sent first, as Traefik does. It is not among `fields`,
+    the client's other end-to-end fields: so these are usually the same from
+    one request of a connection to the next even when the Host changes, and
+    their rendering is reused. A request without Host (HTTP/1.0 only) is sent
+    with an empty one, which HTTP/1.1 requires (RFC 9112 §3.2).
+    `incoming` holds the X-Forwarded-* values of a trusted peer, which are
+    kept or appended to. `upgrade` is the protocol a client asks to switch to
+    (RFC 9110 §7.8): Upgrade and Connection are hop-by-hop, so they are sent
+    anew, and X-Forwarded-Proto says `ws`, as Traefik does.
     """
     if upgrade is not None:
         incoming = {b"x-forwarded-proto": b"ws", **(incoming or {})}
     if incoming is None:
         # Comparing the fields with the last request's costs less than
-        # joining them again, and they are usually the same. Host is one of
-        # them, so equal fields also mean equal forwarded fields.
+        # joining them again, and they are usually the same.
         if fields == by.last_fields:
             rendered = by.last_rendered
         else:
-            rendered = b"".join(fields) + by.before_host + host + by.after_host
+            rendered = b"".join(fields) + by.to_host
             by.last_fields, by.last_rendered = fields, rendered
+        forwarded_host = host
+        after_host = by.after_host
     else:
         xff = incoming.get(b"x-forwarded-for")
-        rendered = b"".join(fields) + _FORWARDED % (
-            by.client_ip if xff is None else xff + b", " + by.client_ip,
-            incoming.get(b"x-forwarded-host", host),
+        rendered = b"".join(fields) + _FORWARDED_TO_HOST % (
+            by.client_ip if xff is None else xff + b", " + by.client_ip
+        )
+        forwarded_host = incoming.get(b"x-forwarded-host", host)
+        after_host = _FORWARDED_AFTER_HOST % (
             incoming.get(b"x-forwarded-port", by.port),
             incoming.get(b"x-forwarded-proto", by.proto),
             by.server,
@@ -201,8 +216,12 @@ def request_head(
             method,
             b" ",
             target,
-            b" HTTP/1.1\r\n",
+            b" HTTP/1.1\r\nHost: ",
+            host,
+            CRLF,
             rendered,
+            forwarded_host,
+            after_host,
             b"Transfer-Encoding: chunked\r\n" if chunked else b"",
             b"" if upgrade is None else b"Connection: Upgrade\r\nUpgrade: %s\r\n" % upgrade,
             CRLF,

@@ -97,8 +97,9 @@ class EntryPointRuntime:
         self.max_uri = ep.limits.max_uri_bytes
         self.max_head = ep.limits.max_header_bytes
         self.max_body = ep.limits.max_body_bytes
-        # Fields are kept as a flat list of four items each (name, ": ", value, CRLF).
-        self.max_field_items = 4 * ep.limits.max_header_fields
+        # Fields are kept as a flat list of four items each (name, ": ", value, CRLF),
+        # without Host, which every HTTP/1.1 request has and which is kept apart.
+        self.max_field_items = 4 * (ep.limits.max_header_fields - 1)
         #: Client connections open on this entry point in this worker.
         self.open = 0
         #: Set once the worker serves; connections exist only from then on.
