@@ -211,7 +211,7 @@ class Exchange:
             self.target if self.target[:1] in (b"/", b"*") else self._origin_form(),
             self.fields,
             self.raw_host,
-            client.forwarded_by,  # type: ignore[arg-type]
+            client.forwarded,  # type: ignore[arg-type]
             self.incoming,
             self.request_chunked,
             self.upgrade,

@@ -124,25 +124,15 @@ _FORWARDED_AFTER_HOST: Final = (
 
 
 class ForwardedBy:
-    """What the proxy says about itself and the client, fixed per client connection.
+    """What the forwarded fields say about the proxy and one client.
 
-    For an untrusted peer only the Host varies from request to request, so
-    the forwarded fields are rendered once per connection around it. It also
-    keeps the last request head's fields as rendered: a client usually sends
-    the same fields on every request of a connection.
+    The same for every connection of a client IP to an entry point, which
+    keeps one per IP (EntryPointRuntime.forwarded_by): rendering them costs
+    more than the rest of accepting a connection. For an untrusted peer only
+    the Host varies from request to request, so they are rendered around it.
     """
 
-    __slots__ = (
-        "client_ip",
-        "proto",
-        "port",
-        "server",
-        "trusted",
-        "to_host",
-        "after_host",
-        "last_fields",
-        "last_rendered",
-    )
+    __slots__ = ("client_ip", "proto", "port", "server", "trusted", "to_host", "after_host")
 
     def __init__(self, client_ip: str, proto: str, port: int, server: str, trusted: bool) -> None:
         self.client_ip = client_ip.encode()
@@ -157,10 +147,24 @@ class ForwardedBy:
             self.server,
             self.client_ip,
         )
-        #: The fields of the last request rendered without trusted X-Forwarded-*
-        #: values, and what they rendered to (with the forwarded fields up to Host's).
-        self.last_fields: list[bytes] | None = None
-        self.last_rendered = b""
+
+
+class RenderedFields:
+    """A client connection's last request fields, as rendered for the backend.
+
+    A client usually sends the same fields, Host aside, on every request of a
+    connection: comparing them with the last request's costs less than
+    joining them again.
+    """
+
+    __slots__ = ("by", "fields", "rendered")
+
+    def __init__(self, by: ForwardedBy) -> None:
+        self.by = by
+        #: The last request's fields rendered without trusted X-Forwarded-* values,
+        #: and what they rendered to, with the forwarded fields up to Host's value.
+        self.fields: list[bytes] | None = None
+        self.rendered = b""
 
 
 def request_head(
@@ -168,7 +172,7 @@ def request_head(
     target: bytes,
     fields: list[bytes],
     host: bytes,
-    by: ForwardedBy,
+    last: RenderedFields,
     incoming: dict[bytes, bytes] | None,
     chunked: bool,
     upgrade: bytes | None = None,
@@ -181,21 +185,21 @@ def request_head(
     one request of a connection to the next even when the Host changes, and
     their rendering is reused. A request without Host (HTTP/1.0 only) is sent
     with an empty one, which HTTP/1.1 requires (RFC 9112 §3.2).
+    `last` is the connection's previous rendering, reused or replaced.
     `incoming` holds the X-Forwarded-* values of a trusted peer, which are
     kept or appended to. `upgrade` is the protocol a client asks to switch to
     (RFC 9110 §7.8): Upgrade and Connection are hop-by-hop, so they are sent
     anew, and X-Forwarded-Proto says `ws`, as Traefik does.
     """
+    by = last.by
     if upgrade is not None:
         incoming = {b"x-forwarded-proto": b"ws", **(incoming or {})}
     if incoming is None:
-        # Comparing the fields with the last request's costs less than
-        # joining them again, and they are usually the same.
-        if fields == by.last_fields:
-            rendered = by.last_rendered
+        if fields == last.fields:
+            rendered = last.rendered
         else:
             rendered = b"".join(fields) + by.to_host
-            by.last_fields, by.last_rendered = fields, rendered
+            last.fields, last.rendered = fields, rendered
         forwarded_host = host
         after_host = by.after_host
     else:

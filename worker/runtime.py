@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Final
 from portside.master.static_config import EntryPoint, StaticConfig
 from portside.worker.access_log import AccessLog, open_access_log
 from portside.worker.balancer import Balancer, Server
+from portside.worker.headers import ForwardedBy
 from portside.worker.internal import InternalServices, StatusPages
 from portside.worker.routing import Route, RouteTable
 from portside.worker.rules import Rule, parse_rule
@@ -84,11 +85,12 @@ class EntryPointRuntime:
         "acceptor",
         "table",
         "internal",
+        "_hostname",
         "_trusted",
-        "_trust_cache",
+        "_forwarded",
     )
 
-    def __init__(self, ep: EntryPoint) -> None:
+    def __init__(self, ep: EntryPoint, hostname: str) -> None:
         self.name = ep.name
         self.port = ep.port
         self.idle_timeout = ep.idle_timeout
@@ -107,25 +109,31 @@ class EntryPointRuntime:
         self.table = RouteTable(())
         #: The API, ping, metrics and dashboard, on the entry points that serve them.
         self.internal: InternalServices | None = None
+        self._hostname = hostname
         self._trusted: list[_Network] = [
             ipaddress.ip_network(t, strict=False) for t in ep.trusted_ips
         ]
-        self._trust_cache: dict[str, bool] = {}
+        self._forwarded: dict[str, ForwardedBy] = {}
 
-    def is_trusted(self, ip: str) -> bool:
+    def forwarded_by(self, ip: str) -> ForwardedBy:
+        """The forwarded fields for a client at `ip`, made once per IP."""
+        by = self._forwarded.get(ip)
+        if by is None:
+            # About 0.5 KB each: a proxy reached from many addresses starts over
+            # rather than keep them all.
+            if len(self._forwarded) >= 1024:
+                self._forwarded.clear()
+            by = ForwardedBy(ip, "http", self.port, self._hostname, self._is_trusted(ip))
+            self._forwarded[ip] = by
+        return by
+
+    def _is_trusted(self, ip: str) -> bool:
         """Whether X-Forwarded-* headers from this peer are kept (forwardedHeaders.trustedIPs)."""
-        trusted = self._trust_cache.get(ip)
-        if trusted is None:
-            try:
-                addr = ipaddress.ip_address(ip)
-            except ValueError:
-                trusted = False
-            else:
-                trusted = any(addr in net for net in self._trusted)
-            if len(self._trust_cache) > 4096:
-                self._trust_cache.clear()
-            self._trust_cache[ip] = trusted
-        return trusted
+        try:
+            addr = ipaddress.ip_address(ip)
+        except ValueError:
+            return False
+        return any(addr in net for net in self._trusted)
 
 
 class WorkerRuntime:
@@ -139,7 +147,7 @@ class WorkerRuntime:
         self.response_header_timeout = transport.response_header_timeout
         self.replay_limit = transport.replay_buffer_size
         self.entry_points = {
-            name: EntryPointRuntime(ep) for name, ep in config.entry_points.items()
+            name: EntryPointRuntime(ep, self.hostname) for name, ep in config.entry_points.items()
         }
         self.connections: set[Any] = set()
         self.access_log: AccessLog | None = open_access_log(config.observability.access_log)

@@ -36,6 +36,8 @@ class InvalidResponse(Exception):
 class UpstreamConnection(asyncio.Protocol):
     """One keep-alive connection to a backend."""
 
+    #: Deleted when the connection is lost, as ClientConnection's.
+    __deletable__ = ("parser",)
     __slots__ = (
         "pool",
         "transport",
@@ -115,6 +117,7 @@ class UpstreamConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._closed = True
+        del self.parser  # the same reference cycle as a client connection's
         self.pool.forget(self)
         exchange, self.exchange = self.exchange, None
         if exchange is not None:
