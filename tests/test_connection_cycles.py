@@ -3,8 +3,9 @@
 A parser holds its callbacks, bound methods of its connection: a reference
 cycle. Left in place, every closed connection (and all it holds) waits for
 a collection, which a worker paid for on every new connection. The
-connection objects are driven here through in-memory transports, as uvloop
-drives them; the real request path is tested end to end elsewhere.
+connection objects are driven here through perf/hotpath.py's in-memory
+transports, as uvloop drives them; the real request path is tested end to end
+elsewhere.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import gc
 import httptools
 import uvloop
 
+from perf.hotpath import MemoryTransport
 from portside.master.static_config import parse_static
 from portside.worker.client import ClientConnection
 from portside.worker.exchange import Exchange
@@ -31,47 +33,6 @@ CONNECTION_PARTS = (
     httptools.HttpRequestParser,
     httptools.HttpResponseParser,
 )
-
-
-class MemoryTransport(asyncio.Transport):
-    """Takes writes and drops them; close() reports the loss as uvloop does:
-    later, then letting go of the protocol."""
-
-    def __init__(self, protocol: asyncio.Protocol, peer: tuple[str, int]) -> None:
-        super().__init__()
-        self.protocol: asyncio.Protocol | None = protocol
-        self.peer = peer
-
-    def get_extra_info(self, name: str, default: object = None) -> object:
-        return self.peer if name == "peername" else default
-
-    def write(self, data: bytes) -> None:
-        pass
-
-    def writelines(self, parts) -> None:
-        pass
-
-    def get_write_buffer_size(self) -> int:
-        return 0
-
-    def pause_reading(self) -> None:
-        pass
-
-    def resume_reading(self) -> None:
-        pass
-
-    def is_closing(self) -> bool:
-        return self.protocol is None
-
-    def close(self) -> None:
-        asyncio.get_running_loop().call_soon(self._lost)
-
-    abort = close
-
-    def _lost(self) -> None:
-        protocol, self.protocol = self.protocol, None
-        if protocol is not None:
-            protocol.connection_lost(None)
 
 
 class Acceptor:
@@ -111,7 +72,8 @@ async def _serve_and_close(connections: int) -> None:
     entry_point.acceptor = Acceptor()  # type: ignore[assignment]
     for i in range(connections):
         client = ClientConnection(runtime, entry_point)
-        client.connection_made(MemoryTransport(client, ("127.0.0.1", 40000 + i)))
+        client_transport = MemoryTransport(client, ("127.0.0.1", 40000 + i))
+        client.connection_made(client_transport)
         # Backend connections are opened by the pool; this one is handed to it
         # as if it had just connected, and closes after the response.
         pool = runtime._pools[("127.0.0.1", 1)]
@@ -125,7 +87,8 @@ async def _serve_and_close(connections: int) -> None:
         for _ in range(3):  # the losses are reported on later loop turns
             await asyncio.sleep(0)
         assert client._closed and upstream._closed
-    del client, upstream
+        assert client_transport.written > len(RESPONSE)  # the response reached the client
+    del client, client_transport, upstream
 
 
 def test_closed_connections_leave_nothing_for_the_cyclic_collector():
