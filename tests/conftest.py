@@ -337,8 +337,9 @@ def lb_config(
     host: str = "whoami.localhost",
     weights: list[int] | None = None,
     name: str = "whoami",
+    rule: str | None = None,
 ) -> str:
-    """A dynamic config routing `host` to the given backends (Whoami or URL).
+    """A dynamic config routing `host` (or `rule`) to the given backends (Whoami or URL).
 
     The router and its service are both called `name`; configs with
     different names can be concatenated.
@@ -350,7 +351,7 @@ def lb_config(
     )
     return f"""
     [http.routers.{name}]
-    rule = "Host(`{host}`)"
+    rule = "{rule or f"Host(`{host}`)"}"
     service = "{name}"
 
     [http.services.{name}.loadBalancer]

@@ -186,17 +186,7 @@ def _host_lines(resp) -> list[str]:
 
 def test_http10_request_without_host_is_sent_with_an_empty_one(portside, whoami):
     # The backend is spoken to in HTTP/1.1, which requires a Host (RFC 9112 §3.2).
-    w1 = whoami("w1")
-    proxy = portside(
-        f"""
-        [http.routers.all]
-        rule = "PathPrefix(`/`)"
-        service = "all"
-
-        [http.services.all.loadBalancer]
-        servers = [ {{ url = "{w1.url}" }} ]
-        """
-    )
+    proxy = portside(lb_config(whoami("w1"), rule="PathPrefix(`/`)"))
     sock, f = connect(proxy.port)
     with sock:
         sock.sendall(b"GET /old HTTP/1.0\r\n\r\n")
