@@ -3,7 +3,9 @@
 It parses just enough HTTP/1.1 to find where each request ends (Content-Length
 or chunked, trailers included), so tests can assert what reached it and how
 it was framed. `GET /resp/<name>` answers with one of the canned, possibly
-broken, responses in RESPONSES; anything else gets a small 200.
+broken, responses in RESPONSES; anything else gets a small 200. A target
+ending in `/early` gets it as soon as its head arrives, before the body is read
+(and without a 100 Continue).
 """
 
 from __future__ import annotations
@@ -106,15 +108,22 @@ class RawBackend(ThreadedBackend):
         with conn, reader:
             while True:
                 try:
-                    request = _read_request(reader, number)
+                    head = _read_head(reader)
+                    if head is None:
+                        return
+                    target = head.split(b" ", 2)[1]
+                    early = target.endswith(b"/early")
+                    if early:
+                        conn.sendall(OK)
+                    request = Received(number, head, _read_body(reader, head))
                 except (OSError, ValueError):
-                    return
-                if request is None:
                     return
                 with self._lock:
                     self.received.append(request)
-                name = request.target.removeprefix(b"/resp/").decode("latin-1")
-                response = RESPONSES.get(name, OK) if request.target.startswith(b"/resp/") else OK
+                if early:
+                    continue
+                name = target.removeprefix(b"/resp/").decode("latin-1")
+                response = RESPONSES.get(name, OK) if target.startswith(b"/resp/") else OK
                 try:
                     conn.sendall(response)
                 except OSError:
@@ -123,13 +132,19 @@ class RawBackend(ThreadedBackend):
                     return
 
 
-def _read_request(reader, number: int) -> Received | None:
+def _read_head(reader) -> bytes | None:
+    """A request head up to its empty line; None if the connection ended first."""
     head = b""
     while not head.endswith(b"\r\n\r\n"):
         line = reader.readline(65536)
         if not line:
             return None
         head += line
+    return head
+
+
+def _read_body(reader, head: bytes) -> bytes:
+    """The body the head announces, exactly as framed (chunks and trailers included)."""
     lowered = head.lower()
     body = b""
     if b"\r\ntransfer-encoding: chunked\r\n" in lowered:
@@ -149,4 +164,4 @@ def _read_request(reader, number: int) -> Received | None:
         for line in lowered.split(b"\r\n"):
             if line.startswith(b"content-length:"):
                 body = reader.read(int(line.split(b":")[1]))
-    return Received(number, head, body)
+    return body

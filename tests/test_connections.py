@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import socket
+
 import psutil
+import pytest
 from conftest import Whoami, connect, lb_config, read_response, wait_until
+from raw_backend import RawBackend
 
 
 def _established_to(backend: Whoami) -> int:
@@ -71,6 +75,51 @@ def test_error_before_the_body_closes_the_connection(portside, whoami):
         resp = read_response(f)
         assert resp.status == 404
         assert resp.headers["Connection"] == "close"
+
+
+@pytest.mark.parametrize(("status", "keeps"), [(200, True), (500, False)])
+def test_answer_before_the_body_ends(portside, whoami, status, keeps):
+    # whoami streams its echo from the moment the head arrives, so its
+    # answer starts before the client has sent the body. The client must
+    # still send the rest (RFC 9112 §9.6), so a 2xx keeps the connection;
+    # an error says close, so that the client may stop sending.
+    proxy = portside(lb_config(whoami("w1")))
+    sock, f = connect(proxy.port)
+    with sock:
+        sock.sendall(
+            b"POST /?status=%d HTTP/1.1\r\nHost: whoami.localhost\r\n"
+            b"Content-Length: 10\r\n\r\nhello" % status
+        )
+        wait_until(lambda: b"\r\n\r\n" in sock.recv(65536, socket.MSG_PEEK), timeout=10)
+        sock.sendall(b"world")
+        resp = read_response(f)
+        assert resp.status == status and resp.body.endswith(b"helloworld")
+        assert ("Connection" not in resp.headers) is keeps
+        if keeps:
+            sock.sendall(b"GET / HTTP/1.1\r\nHost: whoami.localhost\r\n\r\n")
+            assert read_response(f).status == 200
+        else:
+            assert f.read() == b""
+
+
+def test_expect_continue_answered_without_a_100_closes_the_connection(portside):
+    # The backend answers 200 at once, without 100 Continue: the client may
+    # now skip its body, and what it sends next could be the body or the next
+    # request, so the connection cannot go on.
+    backend = RawBackend()
+    try:
+        proxy = portside(lb_config(backend.url))
+        sock, f = connect(proxy.port)
+        with sock:
+            sock.sendall(
+                b"POST /early HTTP/1.1\r\nHost: whoami.localhost\r\nContent-Length: 5\r\n"
+                b"Expect: 100-continue\r\n\r\n"
+            )
+            resp = read_response(f)
+            assert resp.status == 200 and resp.body == b"ok"
+            assert resp.headers["Connection"] == "close"
+    finally:
+        backend.stop()
 
 
 def test_absolute_form_target_reaches_backend_in_origin_form(portside, whoami):

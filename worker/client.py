@@ -628,8 +628,8 @@ class ClientConnection(asyncio.Protocol):
                 current.status = status  # counted with the refusal that answers it
             current.abandon()
             if done:
-                # Its response went out whole, saying Connection: close (it
-                # came before the body ended): the client has all it needs.
+                # Its response went out whole before the body ended: the
+                # client has all it needs, and the body's framing is lost.
                 self.close(linger=True)
                 return
             if current.response_started:

@@ -69,6 +69,7 @@ class Exchange:
         "_replay",
         "_replay_size",
         "_interim_sent",
+        "_continued",
         "_head",
         "_pending",
         "_pending_size",
@@ -131,6 +132,7 @@ class Exchange:
         #: Its size; -1 once the body outgrew the buffer and cannot be resent.
         self._replay_size = 0
         self._interim_sent = False
+        self._continued = False  # a 100 (Continue) was relayed
         self._head = b""
         self._pending: list[bytes] = []
         self._pending_size = 0
@@ -287,6 +289,7 @@ class Exchange:
             head = hdr.response_head(status, fields, False, b"")
             self.client.write(head)
             self._interim_sent = True  # a response byte reached the client: no resend
+            self._continued = self._continued or status == 100
 
     def response_headers(
         self, status: int, fields: list[bytes], content_length: bool, chunked: bool
@@ -525,19 +528,34 @@ class Exchange:
     def _settle_connection(self) -> None:
         """Before a final response goes out: keep the client connection only if safe.
 
-        A response sent before the request body has fully arrived (an error,
-        or a backend answering early; a request without a body has none to
-        wait for) leaves the client free to stop sending
-        it (RFC 9110 §10.1.1, Expect: 100-continue). The connection's framing
-        would then be lost, so it is closed after this response.
+        A response that comes before the whole request body has arrived must
+        say whether the connection goes on (RFC 9110 §10.1.1). If it does not
+        say `close`, the client must send the rest (RFC 9112 §9.6), which is
+        relayed and, once the response is complete, read and dropped: the
+        connection stays in step. So only these close it:
+        - an error status (>= 400), from the backend or the proxy: the body is
+          not wanted, and `close` lets the client stop sending it;
+        - a `100-continue` request not yet told to continue: its client may
+          skip the body, and what comes next is then the next request or the
+          body, which cannot be told apart (Go's net/http closes too).
+        Any other answer keeps the connection: a backend streaming a 2xx
+        while it reads (an echo, an upload processor), say.
 
         A worker that began draining after the request arrived says
         `Connection: close` now: this is the last moment the client can be
         told, so that it opens a new connection instead of sending its next
         request into one about to close.
         """
-        if (self.has_body and not self.request_done) or self.client.closing:
+        if self.client.closing or (
+            self.has_body
+            and not self.request_done
+            and (self.status >= 400 or (not self._continued and self._expects_continue()))
+        ):
             self.keep_alive = False
+
+    def _expects_continue(self) -> bool:
+        """Whether the request carries `Expect: 100-continue` (RFC 9110 §10.1.1)."""
+        return any(v.strip().lower() == "100-continue" for v in self.header_values("expect"))
 
     def _respond_error(self, status: int, detail: str | None = None) -> None:
         self.respond(
