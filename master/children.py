@@ -6,9 +6,8 @@ import os
 import signal
 from dataclasses import dataclass, field
 
-import psutil
-
 from portside.master.channel import Channel
+from portside.master.process_sample import ProcessSampler
 
 DISCOVERY = -1
 #: A child that dies sooner than this after starting counts as a failed start.
@@ -37,7 +36,7 @@ class Child:
     superseded: bool = False
     #: Once told to drain: when it must be gone, or be killed.
     drain_deadline: float | None = None
-    # Sampled once a second: psutil for memory and CPU, the worker's own report for connections.
+    # Sampled once a second: /proc for memory and CPU, the worker's own report for connections.
     rss: int = 0
     #: The RSS sampled when it started serving: what a fresh worker needs.
     serving_rss: int = 0
@@ -48,7 +47,7 @@ class Child:
     #: (service, url) pairs its passive health checks hold out of rotation.
     open_connections: dict[str, int] = field(default_factory=dict)
     ejected: list[tuple[str, str]] = field(default_factory=list)
-    process: psutil.Process | None = field(default=None, repr=False)
+    process: ProcessSampler | None = field(default=None, repr=False)
 
     @property
     def is_worker(self) -> bool:
@@ -59,16 +58,19 @@ class Child:
 
     def sample(self) -> None:
         """Refresh rss and cpu_percent from /proc; a child already gone keeps the last ones."""
+        if self.process is None:
+            self.process = ProcessSampler(self.pid)
         try:
-            if self.process is None:
-                self.process = psutil.Process(self.pid)
-            self.rss = self.process.memory_info().rss
-            if self.serving and not self.serving_rss:
-                self.serving_rss = self.rss
-            # CPU since the previous call: the first one says 0.0.
-            self.cpu_percent = self.process.cpu_percent(None)
-        except psutil.Error:
-            pass
+            rss = self.process.rss()
+            cpu_percent = self.process.cpu_percent()
+        except OSError:
+            return  # gone between its exit and the reaping
+        if not rss:
+            return  # a zombie: exited, not reaped yet
+        self.rss = rss
+        if self.serving and not self.serving_rss:
+            self.serving_rss = rss
+        self.cpu_percent = cpu_percent
 
 
 @dataclass

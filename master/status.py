@@ -3,7 +3,7 @@
 The master holds every piece of it: the snapshot (routers, services), the
 server states (active health from discovery, draining from the Docker
 provider, passive-health ejections from each worker), the worker table
-(psutil samples and heartbeats) and the summed counters. Rendering it here,
+(/proc samples and heartbeats) and the summed counters. Rendering it here,
 once, means every worker serves the same answer whichever one a client
 reaches, and workers never import or run the exposition code.
 """
