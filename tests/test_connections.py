@@ -122,6 +122,21 @@ def test_expect_continue_answered_without_a_100_closes_the_connection(portside):
         backend.stop()
 
 
+def test_backend_that_never_accepts_gets_504_after_the_dial_timeout(portside):
+    # A listener whose accept queue is full: the kernel drops further SYNs, so
+    # a connect hangs as it would to a host that is down.
+    with socket.create_server(("127.0.0.1", 0), backlog=0) as listener:
+        port = listener.getsockname()[1]
+        with socket.create_connection(("127.0.0.1", port)):  # fills the queue
+            proxy = portside(
+                lb_config(f"http://127.0.0.1:{port}"),
+                extra_static='[serversTransport.forwardingTimeouts]\ndialTimeout = "1s"\n',
+            )
+            # Within the client's 10 s, though connecting would hang for minutes.
+            assert proxy.get("whoami.localhost").status == 504
+    wait_until(lambda: f"timed out connecting to 127.0.0.1:{port}" in proxy.logs())
+
+
 def test_absolute_form_target_reaches_backend_in_origin_form(portside, whoami):
     proxy = portside(lb_config(whoami("w1")))
     sock, f = connect(proxy.port)

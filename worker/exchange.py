@@ -134,7 +134,9 @@ class Exchange:
         self._interim_sent = False
         self._continued = False  # a 100 (Continue) was relayed
         self._head = b""
-        self._pending: list[bytes] = []
+        #: Request body held until the backend connection is ready; None: nothing held
+        #: (most requests have no body to hold, and save making a list).
+        self._pending: list[bytes] | None = None
         self._pending_size = 0
         #: The final (non-1xx) response head has arrived.
         self.final_seen = False
@@ -229,8 +231,7 @@ class Exchange:
         if self.upstream is not None:
             self.upstream.writelines(parts)
         else:
-            self._pending.extend(parts)
-            self._pending_size += len(data)
+            self._hold(parts, len(data))
             if self._pending_size > _PENDING_LIMIT:
                 self.client.pause_reading_for(self)
 
@@ -243,7 +244,7 @@ class Exchange:
             if self.upstream is not None:
                 self.upstream.write(last)
             else:
-                self._pending.append(last)
+                self._hold((last,), 0)
         if self._response_done:
             self.client.exchange_finished(self)
 
@@ -263,9 +264,10 @@ class Exchange:
         """A backend connection is ready: send the request head and any held body."""
         self.upstream = conn
         conn.exchange = self
-        if self._pending:
-            conn.writelines((self._head, *self._pending))
-            self._pending = []
+        pending = self._pending
+        if pending:
+            conn.writelines((self._head, *pending))
+            self._pending = None
             self._pending_size = 0
             self.client.resume_reading_for(self)
         else:
@@ -443,6 +445,14 @@ class Exchange:
         else:
             self.upstream_connected(conn)
 
+    def _hold(self, parts: tuple[bytes, ...], size: int) -> None:
+        """Hold request body bytes until the backend connection is ready."""
+        if self._pending is None:
+            self._pending = list(parts)
+        else:
+            self._pending.extend(parts)
+        self._pending_size += size
+
     def _keep_for_replay(self, parts: tuple[bytes, ...], size: int) -> None:
         if self._replay_size < 0:
             return
@@ -574,7 +584,7 @@ class Exchange:
             # The rest of the request body is read and dropped, so the
             # connection stays in step for the next request.
             self._discard_body = True
-            self._pending = []
+            self._pending = None
             self.client.resume_reading_for(self)
 
     def _response_header_timeout(self) -> None:

@@ -124,17 +124,35 @@ _FORWARDED_AFTER_HOST: Final = (
 
 
 class ForwardedBy:
-    """What the forwarded fields say about the proxy and one client.
+    """What the forwarded fields say about the proxy and one client, and the
+    last request fields rendered for it.
 
     The same for every connection of a client IP to an entry point, which
     keeps one per IP (EntryPointRuntime.forwarded_by): rendering them costs
     more than the rest of accepting a connection. For an untrusted peer only
     the Host varies from request to request, so they are rendered around it.
+
+    A client usually sends the same fields, Host aside, on every request:
+    comparing them with the last request's costs less than joining them
+    again. Kept per IP rather than per connection, the last rendering costs
+    no memory per connection (0.2 to 1 KB each, with the fields it holds).
     """
 
-    __slots__ = ("client_ip", "proto", "port", "server", "trusted", "to_host", "after_host")
+    __slots__ = (
+        "ip",
+        "client_ip",
+        "proto",
+        "port",
+        "server",
+        "trusted",
+        "to_host",
+        "after_host",
+        "fields",
+        "rendered",
+    )
 
     def __init__(self, client_ip: str, proto: str, port: int, server: str, trusted: bool) -> None:
+        self.ip = client_ip
         self.client_ip = client_ip.encode()
         self.proto = proto.encode()
         self.port = str(port).encode()
@@ -147,20 +165,6 @@ class ForwardedBy:
             self.server,
             self.client_ip,
         )
-
-
-class RenderedFields:
-    """A client connection's last request fields, as rendered for the backend.
-
-    A client usually sends the same fields, Host aside, on every request of a
-    connection: comparing them with the last request's costs less than
-    joining them again.
-    """
-
-    __slots__ = ("by", "fields", "rendered")
-
-    def __init__(self, by: ForwardedBy) -> None:
-        self.by = by
         #: The last request's fields rendered without trusted X-Forwarded-* values,
         #: and what they rendered to, with the forwarded fields up to Host's value.
         self.fields: list[bytes] | None = None
@@ -172,7 +176,7 @@ def request_head(
     target: bytes,
     fields: list[bytes],
     host: bytes,
-    last: RenderedFields,
+    by: ForwardedBy,
     incoming: dict[bytes, bytes] | None,
     chunked: bool,
     upgrade: bytes | None = None,
@@ -185,21 +189,20 @@ def request_head(
     one request of a connection to the next even when the Host changes, and
     their rendering is reused. A request without Host (HTTP/1.0 only) is sent
     with an empty one, which HTTP/1.1 requires (RFC 9112 §3.2).
-    `last` is the connection's previous rendering, reused or replaced.
+    `by` holds the client's previous rendering, reused or replaced.
     `incoming` holds the X-Forwarded-* values of a trusted peer, which are
     kept or appended to. `upgrade` is the protocol a client asks to switch to
     (RFC 9110 §7.8): Upgrade and Connection are hop-by-hop, so they are sent
     anew, and X-Forwarded-Proto says `ws`, as Traefik does.
     """
-    by = last.by
     if upgrade is not None:
         incoming = {b"x-forwarded-proto": b"ws", **(incoming or {})}
     if incoming is None:
-        if fields == last.fields:
-            rendered = last.rendered
+        if fields == by.fields:
+            rendered = by.rendered
         else:
             rendered = b"".join(fields) + by.to_host
-            last.fields, last.rendered = fields, rendered
+            by.fields, by.rendered = fields, rendered
         forwarded_host = host
         after_host = by.after_host
     else:

@@ -22,7 +22,7 @@ from portside.worker.internal import InternalServices, StatusPages
 from portside.worker.routing import Route, RouteTable
 from portside.worker.rules import Rule, parse_rule
 from portside.worker.stats import WorkerStats
-from portside.worker.upstream import UpstreamPool
+from portside.worker.upstream import Dials, UpstreamPool
 
 if TYPE_CHECKING:
     from portside.worker.accepting import Acceptor
@@ -162,6 +162,8 @@ class WorkerRuntime:
         self.shutting_down = False
         self._counters = counters
         self._pools: dict[tuple[str, int], UpstreamPool] = {}
+        #: Connects in flight in every pool, retired ones' included.
+        self._dials = Dials()
         #: The current routers' rules, parsed: kept from one snapshot to the next.
         self._rules: dict[str, Rule] = {}
 
@@ -175,7 +177,11 @@ class WorkerRuntime:
             for s in spec["servers"]:
                 key = (s["host"], s["port"])
                 pool = self._pools.get(key) or UpstreamPool(
-                    s["host"], s["port"], transport.dial_timeout, transport.max_idle_conns_per_host
+                    s["host"],
+                    s["port"],
+                    transport.dial_timeout,
+                    transport.max_idle_conns_per_host,
+                    self._dials,
                 )
                 wanted_pools[key] = pool
                 servers.append(Server(s["url"], s["weight"], pool, s.get("healthy", True)))
@@ -216,13 +222,15 @@ class WorkerRuntime:
         self.generation = snapshot["generation"]
 
     def sweep(self) -> None:
-        """Enforce the client connections' timeouts; close idle backend connections."""
+        """Enforce the client connections' timeouts and the dial timeout; close idle
+        backend connections."""
         now = self.loop.time()
         for conn in list(self.connections):
             conn.sweep(now)
         idle_timeout = self.config.servers_transport.idle_conn_timeout
         for pool in self._pools.values():
             pool.sweep(now, idle_timeout)
+        self._dials.expire(now)
         if self.access_log is not None:
             self.access_log.flush()
 
