@@ -202,3 +202,23 @@ def test_run_check_in_process(tmp_path, capsys) -> None:
         f"error: {static}: entryPoints.web.address: port must be between 1 and 65535, got 0",
         f"error: {static}: log.level: expected a string, got integer 3",
     ]
+
+
+@pytest.mark.parametrize("argv", [["--config", "{}"], ["--config={}"]])
+def test_run_command_reads_its_config_without_argparse(tmp_path, argv) -> None:
+    # The master forks the workers, and what it imports is in each of them:
+    # `portside --config FILE` must reach the arbiter without importing argparse.
+    missing = tmp_path / "missing.toml"
+    code = (
+        "import sys\n"
+        "from portside.master.cli import main\n"
+        f"status = main({[a.format(missing) for a in argv]!r})\n"
+        "print('argparse' in sys.modules)\n"
+        "sys.exit(status)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 2
+    assert f"{missing}: cannot read file" in result.stderr
+    assert result.stdout.strip() == "False"
