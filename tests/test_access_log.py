@@ -27,6 +27,14 @@ FIELDS = {
 }
 
 
+def _open_in_every_worker(pids: list[int], path: Path) -> bool:
+    """Whether every worker has a file open under `path` (a renamed one shows its new name)."""
+    return all(
+        any(os.readlink(fd) == str(path) for fd in Path(f"/proc/{pid}/fd").iterdir())
+        for pid in pids
+    )
+
+
 def _lines(path: Path) -> list[str]:
     return path.read_text().splitlines() if path.exists() else []
 
@@ -66,7 +74,8 @@ def test_json_lines_one_per_request_and_usr1_reopens(portside, whoami, tmp_path)
     rotated = tmp_path / "access.log.1"
     os.rename(log_path, rotated)
     proxy.proc.send_signal(signal.SIGUSR1)
-    wait_until(lambda: log_path.exists())
+    # Until a worker has reopened, its lines rightly go on into the rotated file.
+    wait_until(lambda: _open_in_every_worker(proxy.worker_pids(), log_path))
     for _ in range(20):
         assert proxy.get("whoami.localhost", "/after").status == 200
     wait_until(lambda: len(_lines(log_path)) == 20)
