@@ -1,9 +1,9 @@
 """Large bodies stream through one worker with bounded memory, both ways.
 
 1 GiB goes through the proxy in each direction while a sampler records the
-worker's RSS; back-pressure must keep its growth under 20 MB. And 1 MiB
-uploads reuse the worker's buffers rather than have the kernel fault them in
-for every request.
+worker's RSS; back-pressure must keep its growth under 20 MB. 1 MiB uploads
+reuse the worker's buffers rather than have the kernel fault them in for every
+request, and keep their connections when the backend answers as it reads.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from __future__ import annotations
 import socket
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import psutil
 import pytest
@@ -171,3 +172,27 @@ def test_upload_buffers_are_reused_not_faulted_in_again(one_worker):
             assert response.status == 200 and response.body.endswith(body)
     per_request = (_minor_faults(pid) - before) / 30
     assert per_request < 50, f"{per_request:.0f} page faults per 1 MiB upload"
+
+
+def test_concurrent_uploads_to_an_echoing_backend_keep_their_connections(one_worker):
+    # whoami echoes as it reads, so its answer often starts before the upload has
+    # all arrived. The client sends the rest all the same, so the connection goes
+    # on: it used to be closed (Connection: close) after such an answer.
+    proxy, _ = one_worker
+    body = _CHUNK * 16  # 1 MiB
+    head = b"POST /up HTTP/1.1\r\nHost: whoami.localhost\r\nContent-Length: %d\r\n\r\n"
+    request = head % len(body) + body
+
+    def upload(times: int) -> None:
+        with socket.create_connection(("127.0.0.1", proxy.port), timeout=30) as sock:
+            reader = sock.makefile("rb")
+            for _ in range(times):
+                sock.sendall(request)
+                response = read_response(reader)
+                assert response.status == 200 and response.body.endswith(body)
+                assert "Connection" not in response.headers
+
+    for times in (5, 10):  # the second batch reuses the backend connections of the first
+        with ThreadPoolExecutor(4) as pool:
+            for future in [pool.submit(upload, times) for _ in range(4)]:
+                future.result()  # a failed upload fails the test
