@@ -122,6 +122,32 @@ def test_expect_continue_answered_without_a_100_closes_the_connection(portside):
         backend.stop()
 
 
+def test_client_that_stops_sending_after_an_early_answer_is_closed_when_idle(portside):
+    # The backend answers at once, before the body. The connection stays open for
+    # the rest of the body, but a client that never sends it is closed after
+    # idleTimeout, as an idle connection would be.
+    backend = RawBackend()
+    try:
+        proxy = portside(
+            lb_config(backend.url),
+            extra_static="""
+            [entryPoints.web.transport.respondingTimeouts]
+            idleTimeout = "1s"
+            """,
+        )
+        sock, f = connect(proxy.port)
+        with sock:
+            sock.sendall(
+                b"POST /early HTTP/1.1\r\nHost: whoami.localhost\r\nContent-Length: 100\r\n"
+                b"\r\nten bytes."
+            )
+            resp = read_response(f)
+            assert resp.status == 200 and "Connection" not in resp.headers
+            assert f.read() == b""  # closed by the proxy, well within the 10 s socket timeout
+    finally:
+        backend.stop()
+
+
 def test_backend_that_never_accepts_gets_504_after_the_dial_timeout(portside):
     # A listener whose accept queue is full: the kernel drops further SYNs, so
     # a connect hangs as it would to a host that is down.

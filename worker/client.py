@@ -634,7 +634,12 @@ class ClientConnection(asyncio.Protocol):
                 self._head_since = now
             elif now - self._head_since > self.entry_point.limits.read_header_timeout:
                 self._reject(408)
-        elif self.idle and now - self.last_active > self.entry_point.idle_timeout:
+        elif now - self.last_active > self.entry_point.idle_timeout and (
+            # Between requests, or only reading the rest of a body to drop it
+            # after its response (Exchange._finish_response): a client that
+            # stops sending holds the connection no longer than an idle one.
+            self.idle or (self.current is not None and self.current.response_done)
+        ):
             self.close()
 
     # -- internals ------------------------------------------------------------

@@ -225,6 +225,7 @@ class Exchange:
     def request_body(self, data: bytes) -> None:
         """A piece of the request body from the client."""
         if self._discard_body:
+            self.client.last_active = self.client.loop.time()  # see ClientConnection.sweep
             return
         parts = (b"%x\r\n" % len(data), data, hdr.CRLF) if self.request_chunked else (data,)
         self._keep_for_replay(parts, len(data))
@@ -585,6 +586,7 @@ class Exchange:
             # connection stays in step for the next request.
             self._discard_body = True
             self._pending = None
+            self.client.last_active = self.client.loop.time()
             self.client.resume_reading_for(self)
 
     def _response_header_timeout(self) -> None:
