@@ -119,8 +119,9 @@ class EntryPointRuntime:
         """The forwarded fields for a client at `ip`, made once per IP."""
         by = self._forwarded.get(ip)
         if by is None:
-            # About 0.5 KB each: a proxy reached from many addresses starts over
-            # rather than keep them all.
+            # About 0.5 KB each, and up to a few KB more with the last request's
+            # fields: a proxy reached from many addresses starts over rather
+            # than keep them all.
             if len(self._forwarded) >= 1024:
                 self._forwarded.clear()
             by = ForwardedBy(ip, "http", self.port, self._hostname, self._is_trusted(ip))
@@ -163,7 +164,7 @@ class WorkerRuntime:
         self._counters = counters
         self._pools: dict[tuple[str, int], UpstreamPool] = {}
         #: Connects in flight in every pool, retired ones' included.
-        self._dials = Dials()
+        self._dials = Dials(transport.dial_timeout)
         #: The current routers' rules, parsed: kept from one snapshot to the next.
         self._rules: dict[str, Rule] = {}
 
@@ -177,11 +178,7 @@ class WorkerRuntime:
             for s in spec["servers"]:
                 key = (s["host"], s["port"])
                 pool = self._pools.get(key) or UpstreamPool(
-                    s["host"],
-                    s["port"],
-                    transport.dial_timeout,
-                    transport.max_idle_conns_per_host,
-                    self._dials,
+                    s["host"], s["port"], transport.max_idle_conns_per_host, self._dials
                 )
                 wanted_pools[key] = pool
                 servers.append(Server(s["url"], s["weight"], pool, s.get("healthy", True)))

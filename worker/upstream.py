@@ -221,7 +221,7 @@ class UpstreamConnection(asyncio.Protocol):
             # (MagicStack/httptools#47) and would wait for Content-Length
             # bytes that never come. End the message here; a fresh parser
             # reads the next response.
-            if not self.parser.should_keep_alive():
+            if not _should_keep_alive(self.parser):
                 self._reusable = False
             self.parser = httptools.HttpResponseParser(_CALLBACKS)
             self._complete = True
@@ -311,7 +311,8 @@ class UpstreamConnection(asyncio.Protocol):
 
 
 class Dials:
-    """A worker's connects to backends in flight, and their deadlines (dialTimeout).
+    """A worker's connects to backends in flight, and their deadlines (dialTimeout,
+    one setting for every backend).
 
     WorkerRuntime.sweep expires them once a second, rather than a timer per
     connect: asyncio.timeout held 0.8 KB more per connect in flight, and after a
@@ -319,13 +320,16 @@ class Dials:
     that 0.8 MB. So a connect may run up to a second past its timeout.
     """
 
-    __slots__ = ("_deadlines",)
+    __slots__ = ("_timeout", "_loop", "_deadlines")
 
-    def __init__(self) -> None:
+    def __init__(self, timeout: float) -> None:
+        self._timeout = timeout
+        self._loop = asyncio.get_running_loop()
         self._deadlines: dict[asyncio.Task[None], float] = {}
 
-    def add(self, task: asyncio.Task[None], deadline: float) -> None:
-        self._deadlines[task] = deadline
+    def add(self, task: asyncio.Task[None]) -> None:
+        """A connect starts now: it has until dialTimeout from now."""
+        self._deadlines[task] = self._loop.time() + self._timeout
 
     def expired(self, task: asyncio.Task[None], now: float) -> bool:
         """Whether the connect has run past its deadline (so it was cancelled by expire)."""
@@ -350,7 +354,6 @@ class UpstreamPool:
         "failures",
         "_idle",
         "_loop",
-        "_dial_timeout",
         "_dials",
         "_max_idle",
         "_retired",
@@ -362,14 +365,11 @@ class UpstreamPool:
     # timeout) must not hold the backend out forever: after one failure
     # window, another request may probe it.
 
-    def __init__(
-        self, host: str, port: int, dial_timeout: float, max_idle: int, dials: Dials
-    ) -> None:
+    def __init__(self, host: str, port: int, max_idle: int, dials: Dials) -> None:
         self.host = host
         self.port = port
         self._idle: list[UpstreamConnection] = []
         self._loop = asyncio.get_running_loop()
-        self._dial_timeout = dial_timeout
         self._dials = dials
         self._max_idle = max_idle
         #: The server left the configuration: connections still in use close when done.
@@ -457,7 +457,7 @@ class UpstreamPool:
     def connect(self, exchange: Exchange) -> None:
         """Open a new connection for an exchange; it is told the outcome."""
         task = self._loop.create_task(self._connect(exchange))
-        self._dials.add(task, self._loop.time() + self._dial_timeout)
+        self._dials.add(task)
 
     async def _connect(self, exchange: Exchange) -> None:
         task = asyncio.current_task()
