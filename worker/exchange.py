@@ -292,7 +292,8 @@ class Exchange:
             head = hdr.response_head(status, fields, False, b"")
             self.client.write(head)
             self._interim_sent = True  # a response byte reached the client: no resend
-            self._continued = self._continued or status == 100
+            if status == 100:
+                self._continued = True
 
     def response_headers(
         self, status: int, fields: list[bytes], content_length: bool, chunked: bool
