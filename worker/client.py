@@ -547,8 +547,15 @@ class ClientConnection(asyncio.Protocol):
 
     @property
     def idle(self) -> bool:
-        """True between requests, when closing loses nothing."""
-        return self.current is None and self._parsing is None
+        """True when closing loses nothing: between requests, or while only the
+        rest of a body is read to be dropped, its response complete (see
+        Exchange._finish_response, which marks it active, as each dropped piece
+        does). The idle timeout and a drain so close a client that stops sending
+        such a body as they close one that sends nothing more."""
+        current = self.current
+        if current is None:
+            return self._parsing is None
+        return current.response_done
 
     def pause_reading_for(self, exchange: Exchange) -> None:
         if exchange is self.current:
@@ -634,12 +641,7 @@ class ClientConnection(asyncio.Protocol):
                 self._head_since = now
             elif now - self._head_since > self.entry_point.limits.read_header_timeout:
                 self._reject(408)
-        elif now - self.last_active > self.entry_point.idle_timeout and (
-            # Between requests, or only reading the rest of a body to drop it
-            # after its response (Exchange._finish_response): a client that
-            # stops sending holds the connection no longer than an idle one.
-            self.idle or (self.current is not None and self.current.response_done)
-        ):
+        elif self.idle and now - self.last_active > self.entry_point.idle_timeout:
             self.close()
 
     # -- internals ------------------------------------------------------------

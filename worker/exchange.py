@@ -225,7 +225,7 @@ class Exchange:
     def request_body(self, data: bytes) -> None:
         """A piece of the request body from the client."""
         if self._discard_body:
-            self.client.last_active = self.client.loop.time()  # see ClientConnection.sweep
+            self.client.last_active = self.client.loop.time()  # see ClientConnection.idle
             return
         parts = (b"%x\r\n" % len(data), data, hdr.CRLF) if self.request_chunked else (data,)
         self._keep_for_replay(parts, len(data))
