@@ -102,50 +102,50 @@ def test_answer_before_the_body_ends(portside, whoami, status, keeps):
             assert f.read() == b""
 
 
-def test_expect_continue_answered_without_a_100_closes_the_connection(portside):
+@pytest.fixture
+def raw_backend():
+    """A RawBackend (tests/raw_backend.py): `/early` targets are answered before the body."""
+    backend = RawBackend()
+    yield backend
+    backend.stop()
+
+
+def test_expect_continue_answered_without_a_100_closes_the_connection(portside, raw_backend):
     # The backend answers 200 at once, without 100 Continue: the client may
     # now skip its body, and what it sends next could be the body or the next
     # request, so the connection cannot go on.
-    backend = RawBackend()
-    try:
-        proxy = portside(lb_config(backend.url))
-        sock, f = connect(proxy.port)
-        with sock:
-            sock.sendall(
-                b"POST /early HTTP/1.1\r\nHost: whoami.localhost\r\nContent-Length: 5\r\n"
-                b"Expect: 100-continue\r\n\r\n"
-            )
-            resp = read_response(f)
-            assert resp.status == 200 and resp.body == b"ok"
-            assert resp.headers["Connection"] == "close"
-    finally:
-        backend.stop()
+    proxy = portside(lb_config(raw_backend.url))
+    sock, f = connect(proxy.port)
+    with sock:
+        sock.sendall(
+            b"POST /early HTTP/1.1\r\nHost: whoami.localhost\r\nContent-Length: 5\r\n"
+            b"Expect: 100-continue\r\n\r\n"
+        )
+        resp = read_response(f)
+        assert resp.status == 200 and resp.body == b"ok"
+        assert resp.headers["Connection"] == "close"
 
 
-def test_client_that_stops_sending_after_an_early_answer_is_closed_when_idle(portside):
+def test_client_that_stops_sending_after_an_early_answer_is_closed_when_idle(portside, raw_backend):
     # The backend answers at once, before the body. The connection stays open for
     # the rest of the body, but a client that never sends it is closed after
     # idleTimeout, as an idle connection would be.
-    backend = RawBackend()
-    try:
-        proxy = portside(
-            lb_config(backend.url),
-            extra_static="""
-            [entryPoints.web.transport.respondingTimeouts]
-            idleTimeout = "1s"
-            """,
+    proxy = portside(
+        lb_config(raw_backend.url),
+        extra_static="""
+        [entryPoints.web.transport.respondingTimeouts]
+        idleTimeout = "1s"
+        """,
+    )
+    sock, f = connect(proxy.port)
+    with sock:
+        sock.sendall(
+            b"POST /early HTTP/1.1\r\nHost: whoami.localhost\r\nContent-Length: 100\r\n"
+            b"\r\nten bytes."
         )
-        sock, f = connect(proxy.port)
-        with sock:
-            sock.sendall(
-                b"POST /early HTTP/1.1\r\nHost: whoami.localhost\r\nContent-Length: 100\r\n"
-                b"\r\nten bytes."
-            )
-            resp = read_response(f)
-            assert resp.status == 200 and "Connection" not in resp.headers
-            assert f.read() == b""  # closed by the proxy, well within the 10 s socket timeout
-    finally:
-        backend.stop()
+        resp = read_response(f)
+        assert resp.status == 200 and "Connection" not in resp.headers
+        assert f.read() == b""  # closed by the proxy, well within the 10 s socket timeout
 
 
 def test_backend_that_never_accepts_gets_504_after_the_dial_timeout(portside):
