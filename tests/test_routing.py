@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 from test_rules import Request
 
 from portside.worker.balancer import Balancer
-from portside.worker.routing import Route, RouteTable
+from portside.worker.routing import HOST_CACHE_MAX, Route, RouteTable
 from portside.worker.rules import parse_rule
 from portside.worker.runtime import PassiveHealth, Service
 
@@ -56,7 +56,7 @@ requests = st.builds(
 @given(table=tables, request=requests)
 def test_lookup_matches_a_linear_scan(table: list[tuple[str, int]], request: Request) -> None:
     routes = [Route(f"r{i}", parse_rule(r), p, SERVICE) for i, (r, p) in enumerate(table)]
-    assert RouteTable(routes).lookup(request) is scan(routes, request)
+    assert RouteTable(routes).lookup(request.host.encode(), request) is scan(routes, request)
 
 
 def test_a_large_table_keeps_host_and_any_host_routers_in_order() -> None:
@@ -67,6 +67,29 @@ def test_a_large_table_keeps_host_and_any_host_routers_in_order() -> None:
     above = Route("above", parse_rule("Path(`/admin`)"), 20, SERVICE)
     below = Route("below", parse_rule("PathPrefix(`/`)"), 1, SERVICE)
     table = RouteTable([*routes, above, below])
-    assert table.lookup(Request(host="h1999.test", path="/")) is routes[1999]
-    assert table.lookup(Request(host="h1999.test", path="/admin")) is above
-    assert table.lookup(Request(host="nowhere.test", path="/")) is below
+    assert table.lookup(b"h1999.test", Request(host="h1999.test", path="/")) is routes[1999]
+    assert table.lookup(b"h1999.test", Request(host="h1999.test", path="/admin")) is above
+    assert table.lookup(b"nowhere.test", Request(host="nowhere.test", path="/")) is below
+
+
+def test_host_header_bytes_are_normalized_before_the_lookup() -> None:
+    # The table is keyed by the Host header's bytes as sent; each spelling of a
+    # host (case, port, IPv6 brackets) routes as the host it names.
+    a = Route("a", parse_rule("Host(`a.test`)"), 1, SERVICE)
+    v6 = Route("v6", parse_rule("Host(`::1`)"), 1, SERVICE)
+    table = RouteTable([a, v6])
+    for raw in (b"a.test", b"A.Test", b"a.test:8080", b" a.test "):
+        assert table.lookup(raw, Request(host="a.test", path="/")) is a, raw
+    assert table.lookup(b"[::1]:80", Request(host="::1", path="/")) is v6
+    assert table.lookup(b"b.test", Request(host="b.test", path="/")) is None
+
+
+def test_many_made_up_hosts_leave_lookups_correct() -> None:
+    # More distinct Host values than the tables cache: the caches are cleared
+    # when full (memory stays bounded) and lookups still answer right.
+    a = Route("a", parse_rule("Host(`a.test`)"), 1, SERVICE)
+    table = RouteTable([a])
+    request = Request(host="x", path="/")
+    for i in range(HOST_CACHE_MAX + 10):
+        assert table.lookup(b"h%d.test" % i, request) is None
+        assert table.lookup(b"a.test", request) is a

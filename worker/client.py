@@ -34,6 +34,7 @@ from portside.worker.headers import (
     drop_named,
 )
 from portside.worker.responses import error_response
+from portside.worker.routing import normalize_host
 
 log = logging.getLogger("portside.worker")
 
@@ -57,9 +58,6 @@ LINGER_MAX: Final = 30.0
 _feed_data: Final = httptools.HttpRequestParser.feed_data
 _should_keep_alive: Final = httptools.HttpRequestParser.should_keep_alive
 _get_method: Final = httptools.HttpRequestParser.get_method
-
-_HOST_CACHE: Final[dict[bytes, str]] = {}
-_HOST_CACHE_MAX: Final = 4096
 
 
 class _Closing(Exception):
@@ -123,22 +121,6 @@ def _on_message_complete() -> None:
 
 
 _CALLBACKS: Final = RequestCallbacks()
-
-
-def normalize_host(raw: bytes) -> str:
-    """Host header to the routing key: lower-case, port and IPv6 brackets removed."""
-    host = _HOST_CACHE.get(raw)
-    if host is None:
-        text = raw.decode("latin-1").strip().lower()
-        if text.startswith("["):
-            end = text.find("]")
-            host = text[1:end] if end > 0 else text
-        else:
-            host = text.partition(":")[0]
-        if len(_HOST_CACHE) >= _HOST_CACHE_MAX:
-            _HOST_CACHE.clear()
-        _HOST_CACHE[raw] = host
-    return host
 
 
 class ClientConnection(asyncio.Protocol):
@@ -410,8 +392,7 @@ class ClientConnection(asyncio.Protocol):
             if version != "1.0":
                 raise Rejected(400)  # RFC 9112 §3.2: HTTP/1.1 requires Host
             raw_host = b""
-        host = _HOST_CACHE.get(raw_host) or normalize_host(raw_host)
-        self._check_head(version, host, fields)
+        self._check_head(version, raw_host, fields)
         method = _get_method(parser)
         has_body = self._chunked or (self._content_length or b"0") != b"0"
         upgrade = self._upgrade
@@ -434,7 +415,6 @@ class ClientConnection(asyncio.Protocol):
             self._url,
             fields,
             raw_host,
-            host,
             version == "1.0",
             keep_alive and not self.closing,
             self._chunked,
@@ -646,7 +626,7 @@ class ClientConnection(asyncio.Protocol):
 
     # -- internals ------------------------------------------------------------
 
-    def _check_head(self, version: str, host: str, fields: list[bytes]) -> None:
+    def _check_head(self, version: str, raw_host: bytes, fields: list[bytes]) -> None:
         """What llhttp does not check about a complete head; raises Rejected."""
         if version != "1.1" and version != "1.0":
             raise Rejected(505)
@@ -671,7 +651,7 @@ class ClientConnection(asyncio.Protocol):
             authority = rest.partition(b"/")[0].partition(b"?")[0]
             if not sep or scheme.lower() not in (b"http", b"https", b"ws", b"wss"):
                 raise Rejected(400)
-            if normalize_host(authority.rpartition(b"@")[2]) != host:
+            if normalize_host(authority.rpartition(b"@")[2]) != normalize_host(raw_host):
                 raise Rejected(400)
 
     def _reject(self, status: int = 400) -> None:
@@ -722,7 +702,6 @@ class ClientConnection(asyncio.Protocol):
             target=self._url or b"-",
             fields=[],
             raw_host=raw_host,
-            host=normalize_host(raw_host),
             http10=False,
             keep_alive=False,
             chunked=False,

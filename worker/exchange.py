@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Final
 
 from portside.worker import headers as hdr
 from portside.worker.responses import error_response
+from portside.worker.routing import normalize_host
 from portside.worker.stats import clock
 
 if TYPE_CHECKING:
@@ -51,7 +52,6 @@ class Exchange:
         "target",
         "fields",
         "incoming",
-        "host",
         "raw_host",
         "http10",
         "keep_alive",
@@ -94,7 +94,6 @@ class Exchange:
         target: bytes,
         fields: list[bytes],
         raw_host: bytes,
-        host: str,
         http10: bool,
         keep_alive: bool,
         chunked: bool,
@@ -110,7 +109,6 @@ class Exchange:
         #: X-Forwarded-* values from a trusted peer, else None.
         self.incoming = incoming
         self.raw_host = raw_host
-        self.host = host
         self.http10 = http10
         self.keep_alive = keep_alive
         self.request_chunked = chunked
@@ -154,6 +152,15 @@ class Exchange:
         self.started = clock()
 
     # -- RequestView, for the rules ----------------------------------------
+
+    @property
+    def host(self) -> str:
+        """The Host routed by: lower-case, without port or IPv6 brackets.
+
+        Computed when asked (a rule with a predicate, the access log): the route
+        table is keyed by the Host header's bytes, so most requests never need it.
+        """
+        return normalize_host(self.raw_host)
 
     @property
     def path(self) -> str:
@@ -200,7 +207,7 @@ class Exchange:
         internal = client.entry_point.internal
         if internal is not None and internal.serve(self):
             return
-        route = client.entry_point.table.lookup(self)  # type: ignore[arg-type]
+        route = client.entry_point.table.lookup(self.raw_host, self)  # type: ignore[arg-type]
         if route is None:
             self._respond_error(404)
             return

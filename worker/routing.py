@@ -11,13 +11,37 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from heapq import merge
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from portside.worker.rules import RequestView, Rule
 
 if TYPE_CHECKING:
     # Typed, not Any: compiled code then reads route.service.balancer directly.
     from portside.worker.runtime import Service
+
+
+#: Host header bytes -> routing key, shared by every table: a client sends the
+#: same few Host values again and again. Cleared when full, so that clients
+#: sending made-up hosts cannot make it grow without bound.
+_HOST_CACHE: Final[dict[bytes, str]] = {}
+#: The most Host values either cache keeps (this one, and each table's own).
+HOST_CACHE_MAX: Final = 4096
+
+
+def normalize_host(raw: bytes) -> str:
+    """Host header to the routing key: lower-case, port and IPv6 brackets removed."""
+    host = _HOST_CACHE.get(raw)
+    if host is None:
+        text = raw.decode("latin-1").strip().lower()
+        if text.startswith("["):
+            end = text.find("]")
+            host = text[1:end] if end > 0 else text
+        else:
+            host = text.partition(":")[0]
+        if len(_HOST_CACHE) >= HOST_CACHE_MAX:
+            _HOST_CACHE.clear()
+        _HOST_CACHE[raw] = host
+    return host
 
 
 class Route:
@@ -49,7 +73,7 @@ class Route:
 class RouteTable:
     """The routers of one entry point, indexed for lookup."""
 
-    __slots__ = ("_by_host", "_any_host")
+    __slots__ = ("_by_host", "_any_host", "_by_raw_host")
 
     def __init__(self, routes: Iterable[Route]) -> None:
         # Ties on priority are broken by name so that every worker, and every
@@ -72,10 +96,21 @@ class RouteTable:
             host: tuple(route for _, route in merge(own, any_host))
             for host, own in per_host.items()
         }
+        # The candidates by the Host header's own bytes, filled as requests come:
+        # one dict probe per request instead of two (normalizing the Host, then
+        # looking it up). With requests spread over 1,000 hosts each probe is a
+        # few cache misses, and the second one cost 0.2 µs per request.
+        self._by_raw_host: dict[bytes, tuple[Route, ...]] = {}
 
-    def lookup(self, request: RequestView) -> Route | None:
-        """The highest-priority route matching the request, or None."""
-        for route in self._by_host.get(request.host, self._any_host):
+    def lookup(self, raw_host: bytes, request: RequestView) -> Route | None:
+        """The highest-priority route matching the request (Host header `raw_host`), or None."""
+        routes = self._by_raw_host.get(raw_host)
+        if routes is None:
+            routes = self._by_host.get(normalize_host(raw_host), self._any_host)
+            if len(self._by_raw_host) >= HOST_CACHE_MAX:
+                self._by_raw_host.clear()
+            self._by_raw_host[raw_host] = routes
+        for route in routes:
             if route.match is None or route.match(request):
                 return route
         return None
