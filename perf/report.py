@@ -19,6 +19,8 @@ FILES = ("results.md", "results.csv", "raw.csv", "results.png")
 
 @dataclass(frozen=True)
 class Metric:
+    """One column of the tables: its CSV key, its title and how a sample gives it."""
+
     key: str
     title: str
     fmt: str
@@ -39,6 +41,8 @@ METRICS: tuple[Metric, ...] = (
 
 @dataclass
 class Stat:
+    """Median, min and max of one figure over the rounds."""
+
     median: float
     low: float
     high: float
@@ -46,19 +50,31 @@ class Stat:
 
 @dataclass
 class Row:
-    """The runs of one proxy in one scenario, summarised."""
+    """The runs of one proxy in one scenario, summarised.
+
+    `samples` are the runs without errors, the only ones the figures come from:
+    wrk counts a 502 as a request like any other, so a proxy failing fast would
+    look fast and cheap. Runs with errors are kept apart in `failed`, counted in
+    the errors column and listed under the run's problems.
+    """
 
     scenario: str
     proxy: str
     samples: list[Sample]
+    failed: list[Sample]
 
     def stat(self, metric: Metric) -> Stat:
-        values = [metric.get(s) for s in self.samples]
-        return Stat(statistics.median(values), min(values), max(values))
+        """The metric over the runs without errors (at least one: see _find)."""
+        return _stat([metric.get(s) for s in self.samples])
 
     @property
     def errors(self) -> int:
-        return sum(s.errors for s in self.samples)
+        """Errors wrk counted over every run of the row."""
+        return sum(s.errors for s in self.samples + self.failed)
+
+
+def _stat(values: list[float]) -> Stat:
+    return Stat(statistics.median(values), min(values), max(values))
 
 
 def summarise(outcome: Outcome, opts: Options) -> list[Row]:
@@ -70,7 +86,9 @@ def summarise(outcome: Outcome, opts: Options) -> list[Row]:
                 s for s in outcome.samples if s.scenario == scenario.name and s.proxy == proxy
             ]
             if samples:
-                rows.append(Row(scenario.name, proxy, samples))
+                clean = [s for s in samples if not s.errors]
+                failed = [s for s in samples if s.errors]
+                rows.append(Row(scenario.name, proxy, clean, failed))
     return rows
 
 
@@ -85,7 +103,7 @@ def paired(row: Row, base: Row, metric: Metric) -> Stat | None:
     values = [metric.get(s) / base_by_round[s.rep] for s in row.samples if base_by_round.get(s.rep)]
     if not values:
         return None
-    return Stat(statistics.median(values), min(values), max(values))
+    return _stat(values)
 
 
 def ratio(rows: list[Row], row: Row, metric: Metric) -> Stat | None:
@@ -95,17 +113,13 @@ def ratio(rows: list[Row], row: Row, metric: Metric) -> Stat | None:
 
 
 def _ratio_cell(stat: Stat | None) -> str:
-    if stat is None:
-        return ""
-    text = f"{stat.median:.2f}×"
-    if f"{stat.low:.2f}" != f"{stat.high:.2f}":
-        text += f" [{stat.low:.2f}–{stat.high:.2f}]"
-    return text
+    return "" if stat is None else _cell("{:.2f}", stat, "×")
 
 
-def _cell(metric: Metric, stat: Stat) -> str:
-    text = metric.fmt.format(stat.median)
-    low, high = metric.fmt.format(stat.low), metric.fmt.format(stat.high)
+def _cell(fmt: str, stat: Stat, unit: str = "") -> str:
+    """'median [min–max]', the range left out when it rounds to one value."""
+    text = fmt.format(stat.median) + unit
+    low, high = fmt.format(stat.low), fmt.format(stat.high)
     if low != high:
         text += f" [{low}–{high}]"
     return text
@@ -130,7 +144,8 @@ def markdown(rows: list[Row], outcome: Outcome, opts: Options, versions: dict[st
         "rounds (for req/s higher is better, for everything else lower). CPU per request: "
         "user and system time of all the proxy's processes, from /proc/<pid>/task/*/stat. "
         "RSS: the largest worker process, idle after start, and its peak sampled every "
-        "100 ms during the run.",
+        "100 ms during the run. A run in which wrk counted errors is left out of the "
+        "figures (its errors are in the errors column, and listed at the end).",
     ]
     if outcome.samples:
         other = [s.other_cores for s in outcome.samples]
@@ -161,7 +176,10 @@ def markdown(rows: list[Row], outcome: Outcome, opts: Options, versions: dict[st
             "|---" * (len(METRICS) + 2) + "|",
         ]
         for row in scenario_rows:
-            cells = [_cell(m, row.stat(m)) for m in METRICS]
+            if not row.samples:
+                lines.append(f"| {row.proxy} |" + " failed |" * len(METRICS) + f" {row.errors} |")
+                continue
+            cells = [_cell(m.fmt, row.stat(m)) for m in METRICS]
             lines.append(f"| {row.proxy} | " + " | ".join(cells) + f" | {row.errors} |")
             if row.proxy != BASELINE and any(r.proxy == BASELINE for r in scenario_rows):
                 ratios = [_ratio_cell(ratio(rows, row, m)) for m in METRICS]
@@ -174,7 +192,10 @@ def markdown(rows: list[Row], outcome: Outcome, opts: Options, versions: dict[st
 
 
 def _find(rows: list[Row], scenario: str, proxy: str) -> Row | None:
-    return next((r for r in rows if r.scenario == scenario and r.proxy == proxy), None)
+    """The row of a proxy in a scenario, if it has figures (a run without errors)."""
+    return next(
+        (r for r in rows if r.scenario == scenario and r.proxy == proxy and r.samples), None
+    )
 
 
 def _targets(rows: list[Row]) -> list[str]:
@@ -211,7 +232,7 @@ def _targets(rows: list[Row]) -> list[str]:
         measured += f" ({', '.join(others)})" if others else ""
         label = "1,000 routers instead of 1 (routes1000 vs routes1), CPU per request"
         out.append((label, "≤ +5%", measured, growth.median <= 1.05))
-    portside_rows = [r for r in rows if r.proxy == "portside"]
+    portside_rows = [r for r in rows if r.proxy == "portside" and r.samples]
     if portside_rows:
         idle = max(s.idle_rss for r in portside_rows for s in r.samples) / 1e6
         out.append(
@@ -252,8 +273,11 @@ def write_csv(rows: list[Row], path: Path) -> None:
         for row in rows:
             line: list[object] = [row.scenario, row.proxy, len(row.samples), row.errors]
             for m in METRICS:
+                if not row.samples:
+                    line += [""] * 6
+                    continue
                 stat = row.stat(m)
-                line += [f"{stat.median:.4g}", f"{stat.low:.4g}", f"{stat.high:.4g}"]
+                line += [f"{stat.median:.6g}", f"{stat.low:.6g}", f"{stat.high:.6g}"]
                 versus = ratio(rows, row, m)
                 line += (
                     [f"{v:.3f}" for v in (versus.median, versus.low, versus.high)]

@@ -1,0 +1,54 @@
+"""The benchmark report (perf/report.py): which runs its figures come from."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+from perf.harness import Options, Outcome, Sample
+from perf.report import METRICS, markdown, summarise, write_csv
+from perf.scenarios import BY_NAME
+
+OPTS = Options(scenarios=[BY_NAME["keepalive"]], proxies=["portside", "nginx"])
+TOTAL_US = next(m for m in METRICS if m.key == "total_us")
+
+
+def sample(proxy: str, rep: int, cpu_s: float, errors: int = 0) -> Sample:
+    """A run of 1,000,000 requests that cost `cpu_s` seconds of system time."""
+    return Sample("keepalive", proxy, rep, 50_000.0, 0.8, 3.0, 1_000_000, errors, 0.0, cpu_s, 1, 1)
+
+
+def test_runs_with_errors_are_left_out_of_the_figures_and_counted() -> None:
+    # Round 2 of portside failed fast (502s count as requests in wrk): its cheap
+    # CPU per request must not pull the median or the ratio to nginx down.
+    outcome = Outcome(
+        [
+            sample("portside", 1, 16.0),
+            sample("portside", 2, 1.0, errors=900_000),
+            sample("portside", 3, 18.0),
+            *(sample("nginx", rep, 15.0) for rep in (1, 2, 3)),
+        ]
+    )
+    rows = summarise(outcome, OPTS)
+    portside = next(r for r in rows if r.proxy == "portside")
+    assert [s.rep for s in portside.samples] == [1, 3]
+    assert portside.errors == 900_000
+    assert portside.stat(TOTAL_US).median == 17.0
+    text = markdown(rows, outcome, OPTS, {})
+    assert "| 17.0 [16.0–18.0] |" in text  # total µs/req over rounds 1 and 3
+    assert "1.13× [1.07–1.20]" in text  # ÷ nginx, rounds 1 and 3 only
+    assert "| 900000 |" in text
+
+
+def test_a_proxy_whose_every_run_failed_has_no_figures(tmp_path: Path) -> None:
+    outcome = Outcome(
+        [sample("portside", 1, 1.0, errors=5), *(sample("nginx", rep, 15.0) for rep in (1, 2))]
+    )
+    rows = summarise(outcome, OPTS)
+    text = markdown(rows, outcome, OPTS, {})
+    assert "| portside | failed | failed |" in text
+    assert "| ÷ nginx |" not in text  # no ratio from a row without figures
+    write_csv(rows, tmp_path / "results.csv")
+    with open(tmp_path / "results.csv") as f:
+        line = next(r for r in csv.DictReader(f) if r["proxy"] == "portside")
+    assert (line["runs"], line["errors"], line["total_us_median"]) == ("0", "5", "")
