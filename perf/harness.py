@@ -4,8 +4,8 @@ The run is made of rounds. Each round goes through every scenario, and for each
 scenario starts every proxy fresh and measures them one after the other, in an
 order rotated from round to round. So the rounds of one proxy are spread over the
 whole run, like everybody else's: a slow drift of this shared machine lands on
-all proxies and all scenarios alike, and one run's memory high-water mark never
-leaks into the next, since every measurement starts from a fresh process.
+all proxies and all scenarios alike, and one scenario's memory never counts in
+the next one's peak, since every scenario starts from a fresh process.
 Scenarios that are compared with each other (routes1 and routes1000) form one
 block: both configurations of a proxy are started together and measured back to
 back, so the comparison spans seconds, not minutes.
@@ -30,6 +30,7 @@ from perf.measure import (
     machine_ticks,
     max_rss,
     own_ticks,
+    settle,
 )
 from perf.scenarios import Scenario, blocks
 
@@ -44,6 +45,8 @@ OTHER_LOAD_WARNING = 0.25
 
 @dataclass
 class Options:
+    """What to run, how often and for how long (perf/run's options)."""
+
     scenarios: list[Scenario]
     proxies: list[str]
     repeat: int = 3
@@ -163,6 +166,7 @@ def _run_block(
                     opts,
                     scenario,
                     running[key],
+                    idle_rss[key],
                     backends.proc.pid,
                     scripts[scenario.name],
                     rep,
@@ -171,7 +175,6 @@ def _run_block(
                 )
                 if sample is None:
                     continue
-                sample.idle_rss = idle_rss[key]
                 outcome.samples.append(sample)
                 say(
                     f"   {name:9}{'' if len(block) == 1 else f' {scenario.name:11}'}"
@@ -194,6 +197,7 @@ def _measure(
     opts: Options,
     scenario: Scenario,
     proxy: proxies.Running,
+    idle_rss: int,
     backend_pid: int,
     script: Path | None,
     rep: int,
@@ -211,6 +215,9 @@ def _measure(
             wrk.run(wrk.command(scenario, proxy.port, opts.warmup, opts.threads, script), 1)
         argv = wrk.command(scenario, proxy.port, opts.duration, opts.threads, script)
         pids = proxy.pids()
+        # The proxy is still closing the warm-up's connections (1,000 in c1000) when
+        # wrk exits: that work belongs to the warm-up, not to the measured requests.
+        settle(pids)
         backend_pids = [p.pid for p in procs.tree(backend_pid)]
         sampler = RssSampler(proxy.worker_pids).start()
         before = cpu_snapshot(pids)
@@ -256,7 +263,7 @@ def _measure(
         result.errors,
         user,
         system,
-        0,
+        idle_rss,
         peak,
         other,
         steal,

@@ -50,6 +50,22 @@ def cpu_seconds(before: CpuSnapshot, after: CpuSnapshot) -> tuple[float, float]:
     return user / CLK_TCK, system / CLK_TCK
 
 
+def settle(pids: list[int], window: float = 0.1, limit: float = 2.0) -> None:
+    """Wait until these processes spend no CPU time for `window` seconds (at most `limit`).
+
+    /proc counts in clock ticks (10 ms), so a quiet window of 100 ms means less
+    than a tick of work left over from what came before.
+    """
+    deadline = time.monotonic() + limit
+    last = cpu_seconds({}, cpu_snapshot(pids))
+    while time.monotonic() < deadline:
+        time.sleep(window)
+        now = cpu_seconds({}, cpu_snapshot(pids))
+        if now == last:
+            return
+        last = now
+
+
 def rss_bytes(pid: int) -> int:
     """Resident set size of one process (0 if it is gone)."""
     try:
@@ -83,6 +99,7 @@ class RssSampler:
         self._thread = threading.Thread(target=self._run, name="rss-sampler", daemon=True)
 
     def start(self) -> RssSampler:
+        """Start sampling in the background; returns self."""
         self._thread.start()
         return self
 

@@ -97,6 +97,7 @@ def wait_ready(
 
 
 def tail(log: Path, lines: int = 15) -> str:
+    """The last lines of a log file ("" if it cannot be read)."""
     try:
         return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
     except OSError:
@@ -129,4 +130,11 @@ def stop(proc: subprocess.Popen, timeout: float = 10.0) -> None:
     try:
         proc.wait(timeout)
     except subprocess.TimeoutExpired:
+        pass
+    # A root that exited on its own (a crash) leaves its children running, out of
+    # reach of tree(): they are still in its session's process group (spawn), and
+    # would load the machine for the rest of the run.
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
         pass

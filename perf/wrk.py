@@ -65,7 +65,10 @@ def parse(out: str) -> WrkResult:
         match = re.search(rf"^\s*{label}%\s+([\d.]+)(us|ms|s|m)\b", out, re.MULTILINE)
         return float(match.group(1)) * _UNITS_MS[match.group(2)] if match else float("nan")
 
-    requests = int(re.search(r"(\d+) requests in", out).group(1))
+    requests = re.search(r"(\d+) requests in", out)
+    rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    if requests is None or rps is None:
+        raise RuntimeError(f"wrk printed no request count or rate:\n{out[-500:]}")
     errors = 0
     socket_errors = re.search(
         r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out
@@ -75,5 +78,6 @@ def parse(out: str) -> WrkResult:
     non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     if non2xx:
         errors += int(non2xx.group(1))
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
-    return WrkResult(rps, latency("50"), latency("99"), requests, errors, out)
+    return WrkResult(
+        float(rps.group(1)), latency("50"), latency("99"), int(requests.group(1)), errors, out
+    )
