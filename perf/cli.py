@@ -66,6 +66,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main() -> int:
+    """perf/run: run the benchmark, write and print the report; 1 if nothing was measured."""
     args = _parser().parse_args()
     defaults = (1, 3.0, 1.0) if args.quick else (3, 8.0, 2.0)
     given = (args.repeat, args.duration, args.warmup)

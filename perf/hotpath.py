@@ -158,6 +158,7 @@ async def run(iterations: int, routers: int) -> tuple[float, float]:
 
 
 def main() -> None:
+    """Drive the request path in memory and print the time per request."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--iterations", type=int, default=100_000)
     parser.add_argument("--routers", type=int, default=1)

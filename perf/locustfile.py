@@ -7,7 +7,7 @@ http://127.0.0.1:8000, routed by Host whoami.localhost):
         --host http://127.0.0.1:8000 --csv perf/results/locust
 
 The mix, by weight: page views (40%), small API reads (25%), 64 KiB downloads
-(10%), JSON API writes of about 2 KiB (15%), 256 KiB uploads (5%) and slow
+(10%), JSON API writes of about 0.8 KiB (15%), 256 KiB uploads (5%) and slow
 requests that the backend answers after 0.2-1 s (5%). Users pause 0.1-1 s
 between requests, like people and the scripts they run. The whoami backend
 echoes POST bodies, so each answer is checked for the body it was sent.

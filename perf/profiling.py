@@ -53,6 +53,7 @@ def _py_spy() -> str | None:
 
 
 def main() -> int:
+    """perf/profile: load one worker with wrk while py-spy samples it into a flame graph."""
     args = _parser().parse_args()
     py_spy = _py_spy()
     missing = [t for t, path in (("wrk", shutil.which("wrk")), ("py-spy", py_spy)) if not path]
