@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 from test_rules import Request
 
 from portside.worker.balancer import Balancer
-from portside.worker.routing import HOST_CACHE_MAX, Route, RouteTable
+from portside.worker.routing import _HOST_CACHE, HOST_CACHE_MAX, Route, RouteTable
 from portside.worker.rules import parse_rule
 from portside.worker.runtime import PassiveHealth, Service
 
@@ -93,3 +93,5 @@ def test_many_made_up_hosts_leave_lookups_correct() -> None:
     for i in range(HOST_CACHE_MAX + 10):
         assert table.lookup(b"h%d.test" % i, request) is None
         assert table.lookup(b"a.test", request) is a
+    assert len(table._by_raw_host) <= HOST_CACHE_MAX
+    assert len(_HOST_CACHE) <= HOST_CACHE_MAX
