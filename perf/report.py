@@ -69,8 +69,8 @@ class Row:
 
     @property
     def errors(self) -> int:
-        """Errors wrk counted over every run of the row."""
-        return sum(s.errors for s in self.samples + self.failed)
+        """Errors wrk counted over every run of the row (all in the failed ones)."""
+        return sum(s.errors for s in self.failed)
 
 
 def _stat(values: list[float]) -> Stat:
