@@ -7,6 +7,9 @@ raw.csv and results.png, and prints the Markdown table.
     perf/run                         # everything: 7 scenarios x 3 proxies x 3 rounds
     perf/run --quick                 # one short round, to check that everything works
     perf/run --scenarios keepalive,close --repeat 5 --workers 2
+
+Each proxy is measured for --duration seconds per scenario and round, in
+--slices turns that alternate with the other proxies' (see perf/harness.py).
 """
 
 from __future__ import annotations
@@ -52,8 +55,19 @@ def _parser() -> argparse.ArgumentParser:
     )
     # None: the default, or --quick's when that is given.
     parser.add_argument("--repeat", type=int, help="rounds (default 3; --quick: 1)")
-    parser.add_argument("--duration", type=float, help="seconds per run (8; --quick: 3)")
-    parser.add_argument("--warmup", type=float, help="warm-up seconds per run (2; --quick: 1)")
+    parser.add_argument(
+        "--duration", type=float, help="measured seconds per proxy and round (8; --quick: 4)"
+    )
+    parser.add_argument("--slices", type=int, help="turns the duration is taken in (4; --quick: 2)")
+    parser.add_argument(
+        "--warmup", type=float, help="warm-up seconds per proxy and round (1; --quick: 1)"
+    )
+    parser.add_argument(
+        "--no-pin",
+        dest="pin",
+        action="store_false",
+        help="let the scheduler place the proxy, instead of giving it CPUs of its own",
+    )
     parser.add_argument("--workers", type=int, default=1, help="proxy processes each (1)")
     parser.add_argument("--threads", type=int, default=1, help="wrk threads (1)")
     parser.add_argument(
@@ -68,13 +82,16 @@ def _parser() -> argparse.ArgumentParser:
 def main() -> int:
     """perf/run: run the benchmark, write and print the report; 1 if nothing was measured."""
     args = _parser().parse_args()
-    defaults = (1, 3.0, 1.0) if args.quick else (3, 8.0, 2.0)
-    given = (args.repeat, args.duration, args.warmup)
-    args.repeat, args.duration, args.warmup = (
+    defaults = (1, 4.0, 2, 1.0) if args.quick else (3, 8.0, 4, 1.0)
+    given = (args.repeat, args.duration, args.slices, args.warmup)
+    args.repeat, args.duration, args.slices, args.warmup = (
         d if g is None else g for g, d in zip(given, defaults, strict=True)
     )
-    if min(args.repeat, args.workers, args.threads) < 1 or args.duration < 1:
-        print("--repeat, --workers, --threads and --duration must be at least 1", file=sys.stderr)
+    if min(args.repeat, args.workers, args.threads, args.slices) < 1 or args.duration < 1:
+        print(
+            "--repeat, --slices, --workers, --threads and --duration must be at least 1",
+            file=sys.stderr,
+        )
         return 2
     for tool in ("wrk", "nginx"):
         if shutil.which(tool) is None:
@@ -97,7 +114,9 @@ def main() -> int:
         proxies=names,
         repeat=args.repeat,
         duration=args.duration,
+        slices=args.slices,
         warmup=args.warmup,
+        pin=args.pin,
         workers=args.workers,
         threads=args.threads,
         results=args.results,
@@ -106,7 +125,7 @@ def main() -> int:
     estimate = harness.estimate_seconds(opts)
     print(
         f"{len(opts.scenarios)} scenarios x {len(names)} proxies x {opts.repeat} rounds, "
-        f"{opts.warmup:g} s warm-up + {opts.duration:g} s each: "
+        f"{opts.warmup:g} s warm-up + {opts.slices} x {opts.slice_seconds} s each: "
         f"about {estimate / 60:.1f} min (open files limit {limit})"
     )
     started = time.monotonic()

@@ -42,12 +42,39 @@ def raise_nofile_limit(wanted: int = 65536) -> int:
     return new_soft
 
 
-def spawn(argv: list[str], log: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
-    """Start a server in its own session, stdout and stderr to `log`.
+def cpu_split(workers: int) -> tuple[set[int], set[int]] | None:
+    """The CPUs for the proxy under test and the CPUs for everything else.
+
+    The proxy gets the last `workers` CPUs to itself; wrk, the backends and the
+    harness share the rest. None, and nothing pinned, if there are too few CPUs.
+
+    Why: left to the scheduler on two cores, wrk, the proxy and the two backend
+    workers settle into one of two placements, and a run keeps the one it
+    started in. The p99 of 1-second slices of one proxy jumped between about
+    1.5 and 3.5 ms from slice to slice, nginx's CPU per request by 10%, so a
+    ratio depended on which placement each proxy happened to get. Pinned, the
+    p99 and CPU of successive slices stay within a few percent, and the ratio
+    of portside's CPU per request to nginx's within 3% (perf/README in
+    README.md, "How well the ratios repeat").
+    """
+    available = sorted(os.sched_getaffinity(0))
+    if len(available) <= workers:
+        return None
+    return set(available[-workers:]), set(available[:-workers])
+
+
+def spawn(
+    argv: list[str], log: Path, env: dict[str, str] | None = None, cpus: set[int] | None = None
+) -> subprocess.Popen:
+    """Start a server in its own session, stdout and stderr to `log`, on `cpus` if given.
 
     Its own session keeps a terminal's Ctrl-C away from it, so the harness stops
-    everything itself, in order, from its `finally` blocks.
+    everything itself, in order, from its `finally` blocks. The CPUs are set by
+    taskset, which then execs the server: the pid is the server's, and every
+    process it forks inherits them, with no window in which one does not.
     """
+    if cpus is not None:
+        argv = ["taskset", "--cpu-list", ",".join(map(str, sorted(cpus))), *argv]
     with open(log, "wb") as out:
         return subprocess.Popen(
             argv,

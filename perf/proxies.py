@@ -80,13 +80,21 @@ def available(name: str) -> bool:
     return name == "portside" or shutil.which(name) is not None
 
 
-def start(name: str, folder: Path, backends: list[int], hosts: list[str], workers: int) -> Running:
-    """Write the proxy's configuration in `folder`, start it, wait until every route answers."""
+def start(
+    name: str,
+    folder: Path,
+    backends: list[int],
+    hosts: list[str],
+    workers: int,
+    cpus: set[int] | None = None,
+) -> Running:
+    """Write the proxy's configuration in `folder`, start it on `cpus` (all if None),
+    and wait until every route answers."""
     port = procs.free_port()
     folder.mkdir(parents=True, exist_ok=True)
     argv, env = _WRITERS[name](folder, port, backends, hosts, workers)
     log = folder / "proxy.log"
-    proc = procs.spawn(argv, log, env)
+    proc = procs.spawn(argv, log, env, cpus)
     try:
         # The first and the last route: a route table that loaded halfway is not ready.
         procs.wait_ready(proc, port, sorted({hosts[0], hosts[-1]}), log)

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
+from perf import procs
 from perf.harness import OTHER_LOAD_WARNING, Options, Outcome, Sample
 
 BASELINE = "nginx"
@@ -41,7 +42,7 @@ METRICS: tuple[Metric, ...] = (
 
 @dataclass
 class Stat:
-    """Median, min and max of one figure over the rounds."""
+    """Median, min and max of one figure over the slices."""
 
     median: float
     low: float
@@ -93,21 +94,21 @@ def summarise(outcome: Outcome, opts: Options) -> list[Row]:
 
 
 def paired(row: Row, base: Row, metric: Metric) -> Stat | None:
-    """row ÷ base, round by round, summarised (None when no round has both).
+    """row ÷ base, slice by slice, summarised (None when no slice has both).
 
-    Each round measures all proxies of a scenario within about a minute, so the
-    per-round ratio cancels the drift of this shared machine better than a ratio
-    of medians taken over the whole run.
+    The slices of one turn are taken seconds apart, so the ratio of each pair
+    cancels the drift of this shared machine better than a ratio of medians
+    taken over the whole run.
     """
-    base_by_round = {s.rep: metric.get(s) for s in base.samples}
-    values = [metric.get(s) / base_by_round[s.rep] for s in row.samples if base_by_round.get(s.rep)]
+    base_by_slice = {s.rep: metric.get(s) for s in base.samples}
+    values = [metric.get(s) / base_by_slice[s.rep] for s in row.samples if base_by_slice.get(s.rep)]
     if not values:
         return None
     return _stat(values)
 
 
 def ratio(rows: list[Row], row: Row, metric: Metric) -> Stat | None:
-    """This row against nginx in the same scenario, round by round (None without nginx)."""
+    """This row against nginx in the same scenario, slice by slice (None without nginx)."""
     base = _find(rows, row.scenario, BASELINE)
     return paired(row, base, metric) if base else None
 
@@ -125,6 +126,15 @@ def _cell(fmt: str, stat: Stat, unit: str = "") -> str:
     return text
 
 
+def _placement(opts: Options) -> str:
+    """Where the processes ran, for the report's header."""
+    split = procs.cpu_split(opts.workers) if opts.pin else None
+    if split is None:
+        return "No process was pinned to a CPU."
+    proxy, load = (", ".join(map(str, sorted(c))) for c in split)
+    return f"The proxy ran alone on CPU {proxy}; wrk, the backends and the harness on CPU {load}."
+
+
 def markdown(rows: list[Row], outcome: Outcome, opts: Options, versions: dict[str, str]) -> str:
     """The whole report as Markdown."""
     runs = max((len(r.samples) for r in rows), default=0)
@@ -135,16 +145,17 @@ def markdown(rows: list[Row], outcome: Outcome, opts: Options, versions: dict[st
         f"{os.cpu_count()} CPUs, Linux {platform.release()}. "
         f"{', '.join(versions[p] for p in opts.proxies if p in versions)}; "
         f"{opts.workers} proxy {process} each (HAProxy: threads). "
-        f"Two nginx backends. wrk -t{opts.threads}, {opts.duration:g} s runs, "
-        f"each after a {opts.warmup:g} s warm-up; rounds: {opts.repeat}, interleaved.",
+        f"Two nginx backends. wrk -t{opts.threads}. Rounds: {opts.repeat}; in each, every "
+        f"proxy is started afresh for each scenario, warmed up for {opts.warmup:g} s, and "
+        f"measured in {opts.slices} slices of {opts.slice_seconds} s that take turns with "
+        f"the other proxies' slices. {_placement(opts)}",
         "",
-        f"Cells: median [min–max] over the rounds ({runs}). Each round starts every proxy "
-        "afresh for each scenario and measures them one after the other. **÷ nginx**: "
-        "the proxy's figure over nginx's in the same round, median [min–max] over the "
-        "rounds (for req/s higher is better, for everything else lower). CPU per request: "
+        f"Cells: median [min–max] over the slices ({runs}). **÷ nginx**: the proxy's "
+        "figure over nginx's in the slice of the same turn, median [min–max] over the "
+        "slices (for req/s higher is better, for everything else lower). CPU per request: "
         "user and system time of all the proxy's processes, from /proc/<pid>/task/*/stat. "
         "RSS: the largest worker process, idle after start, and its peak sampled every "
-        "100 ms during the run. A run in which wrk counted errors is left out of the "
+        "100 ms during the slice. A slice in which wrk counted errors is left out of the "
         "figures (its errors are in the errors column, and listed at the end).",
     ]
     if outcome.samples:
@@ -153,7 +164,7 @@ def markdown(rows: list[Row], outcome: Outcome, opts: Options, versions: dict[st
         lines += [
             "",
             f"Other load: processes other than the proxy, the backends and wrk kept "
-            f"{statistics.median(other):.2f} CPU cores busy during a run in the median "
+            f"{statistics.median(other):.2f} CPU cores busy during a slice in the median "
             f"(max {max(other):.2f}); hypervisor steal {statistics.median(steal):.2f} cores "
             f"(max {max(steal):.2f}). Both should be near 0 for trustworthy figures.",
         ]
@@ -262,7 +273,7 @@ def _targets(rows: list[Row]) -> list[str]:
 
 def write_csv(rows: list[Row], path: Path) -> None:
     """Summary CSV: per scenario and proxy, each metric's median, min and max, and the
-    same for its per-round ratio against nginx."""
+    same for its per-slice ratio against nginx."""
     header = ["scenario", "proxy", "runs", "errors"]
     for m in METRICS:
         header += [f"{m.key}_median", f"{m.key}_min", f"{m.key}_max"]
@@ -292,7 +303,7 @@ def write_raw_csv(samples: list[Sample], path: Path) -> None:
     with open(path, "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(
-            ["scenario", "proxy", "round", "rps", "p50_ms", "p99_ms", "requests", "errors"]
+            ["scenario", "proxy", "slice", "rps", "p50_ms", "p99_ms", "requests", "errors"]
             + ["user_s", "sys_s", "user_us_per_req", "sys_us_per_req", "idle_rss", "peak_rss"]
             + ["other_cores", "steal_cores"]
         )
@@ -356,8 +367,9 @@ def chart(rows: list[Row], opts: Options, path: Path) -> None:
             if col == 0:
                 ax.set_ylabel(label, fontsize=9)
     fig.suptitle(
-        f"median of {opts.repeat} interleaved runs, whiskers min–max; "
-        f"{opts.workers} proxy process(es) each; wrk -t{opts.threads}, {opts.duration:g} s runs"
+        f"median of {opts.repeat} rounds x {opts.slices} interleaved slices of "
+        f"{opts.slice_seconds} s, whiskers min–max; {opts.workers} proxy process(es) each; "
+        f"wrk -t{opts.threads}"
     )
     fig.tight_layout()
     fig.savefig(path, dpi=90)
