@@ -49,13 +49,11 @@ def cpu_split(workers: int) -> tuple[set[int], set[int]] | None:
     harness share the rest. None, and nothing pinned, if there are too few CPUs.
 
     Why: left to the scheduler on two cores, wrk, the proxy and the two backend
-    workers settle into one of two placements, and a run keeps the one it
-    started in. The p99 of 1-second slices of one proxy jumped between about
-    1.5 and 3.5 ms from slice to slice, nginx's CPU per request by 10%, so a
-    ratio depended on which placement each proxy happened to get. Pinned, the
-    p99 and CPU of successive slices stay within a few percent, and the ratio
-    of portside's CPU per request to nginx's within 3% (perf/README in
-    README.md, "How well the ratios repeat").
+    workers fall into one of two placements. The p99 of 1-second slices of one
+    proxy jumped between about 1.5 and 3.5 ms from slice to slice, nginx's CPU
+    per request by 10% with it, so a ratio depended on which placement each
+    proxy happened to get. Pinned, the p99 and CPU of successive slices stay
+    within a few percent (README.md, "How well the ratios repeat").
     """
     available = sorted(os.sched_getaffinity(0))
     if len(available) <= workers:
