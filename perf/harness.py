@@ -68,6 +68,10 @@ class Options:
         """wrk takes whole seconds."""
         return max(1, round(self.duration / self.slices))
 
+    def slice_for(self, scenario: Scenario) -> int:
+        """The seconds of one slice of this scenario (see Scenario.length)."""
+        return self.slice_seconds * scenario.length
+
 
 @dataclass
 class Sample:
@@ -111,10 +115,13 @@ class Outcome:
 
 def estimate_seconds(opts: Options) -> float:
     """How long `run` should take, from the options alone."""
-    per_proxy = opts.warmup + opts.slices * opts.slice_seconds + (opts.slices + 1) * _RUN_OVERHEAD
-    per_block = sum(_START_SECONDS.get(p, 1.0) for p in opts.proxies)
-    per_block += len(opts.proxies) * per_proxy
-    return 2.0 + opts.repeat * len(opts.scenarios) * per_block
+    starts = sum(_START_SECONDS.get(p, 1.0) for p in opts.proxies)
+    per_round = 0.0
+    for scenario in opts.scenarios:
+        measured = opts.slices * opts.slice_for(scenario)
+        per_proxy = opts.warmup + measured + (opts.slices + 1) * _RUN_OVERHEAD
+        per_round += starts + len(opts.proxies) * per_proxy
+    return 2.0 + opts.repeat * per_round
 
 
 def run(opts: Options, say: Callable[[str], None] = print) -> Outcome:
@@ -261,7 +268,8 @@ def _measure(
         outcome.problems.append(f"{where}: proxy exited with {proxy.proc.returncode}")
         return None
     try:
-        argv = wrk.command(scenario, proxy.port, opts.slice_seconds, opts.threads, script)
+        seconds = opts.slice_for(scenario)
+        argv = wrk.command(scenario, proxy.port, seconds, opts.threads, script)
         pids = proxy.pids()
         # The proxy may still be closing the connections of the run before it (1,000
         # in c1000) when wrk exits: that work belongs to that run, not to this one.
@@ -272,7 +280,7 @@ def _measure(
         backend_before = cpu_snapshot(backend_pids)
         machine_before, own_before, started = machine_ticks(), own_ticks(), time.monotonic()
         try:
-            result = wrk.run(argv, opts.slice_seconds)
+            result = wrk.run(argv, seconds)
         finally:
             # Re-list the processes: a worker restarted during the run counts too.
             after = cpu_snapshot(proxy.pids())

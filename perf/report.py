@@ -151,6 +151,12 @@ def _cell(fmt: str, stat: Stat, unit: str = "") -> str:
     return text
 
 
+def _longer(opts: Options) -> str:
+    """The scenarios measured for longer, as ' (upload: 4 s)'."""
+    longer = [f"{s.name}: {opts.slice_for(s)} s" for s in opts.scenarios if s.length > 1]
+    return f" ({', '.join(longer)})" if longer else ""
+
+
 def _placement(opts: Options) -> str:
     """Where the processes ran, for the report's header."""
     split = procs.cpu_split(opts.workers) if opts.pin else None
@@ -172,7 +178,8 @@ def markdown(rows: list[Row], outcome: Outcome, opts: Options, versions: dict[st
         f"{opts.workers} proxy {process} each (HAProxy: threads). "
         f"Two nginx backends. wrk -t{opts.threads}. Rounds: {opts.repeat}; in each, every "
         f"proxy is started afresh for each scenario, warmed up for {opts.warmup:g} s, and "
-        f"measured in {opts.slices} slices of {opts.slice_seconds} s that take turns with "
+        f"measured in {opts.slices} slices of {opts.slice_seconds} s{_longer(opts)} that take "
+        "turns with "
         f"the other proxies' slices. {_placement(opts)}",
         "",
         f"Cells: median [min–max] over the slices ({runs}). **÷ nginx**: the proxy's "
