@@ -79,7 +79,7 @@ class Sample:
 
     scenario: str
     proxy: str
-    rep: int  # which slice of the whole run, from 1: the slices of one rep are compared
+    rep: int  # the slice of the whole run, from 1: proxies are compared slice by slice
     rps: float
     p50_ms: float
     p99_ms: float
@@ -258,12 +258,12 @@ def _measure(
     idle_rss: int,
     backend_pid: int,
     script: Path | None,
-    rep: int,
+    slice_no: int,
     wrk_logs: Path,
     outcome: Outcome,
 ) -> Sample | None:
-    """One measured wrk run, slice `rep`; None (and a problem noted) if it failed."""
-    where = f"{scenario.name}/{proxy.name} slice {rep}"
+    """One measured wrk run, the run's slice `slice_no`; None (and a problem noted) if it failed."""
+    where = f"{scenario.name}/{proxy.name} slice {slice_no}"
     if proxy.proc.poll() is not None:
         outcome.problems.append(f"{where}: proxy exited with {proxy.proc.returncode}")
         return None
@@ -294,13 +294,13 @@ def _measure(
     except (RuntimeError, OSError) as exc:
         outcome.problems.append(f"{where}: {_oneline(exc)}")
         return None
-    (wrk_logs / f"{scenario.name}-{proxy.name}-{rep}.txt").write_text(
+    (wrk_logs / f"{scenario.name}-{proxy.name}-{slice_no}.txt").write_text(
         " ".join(argv) + "\n\n" + result.output
     )
     if result.errors:
         outcome.problems.append(
             f"{where}: {result.errors} errors out of {result.requests} requests "
-            f"(see {wrk_logs}/{scenario.name}-{proxy.name}-{rep}.txt)"
+            f"(see {wrk_logs}/{scenario.name}-{proxy.name}-{slice_no}.txt)"
         )
     user, system = cpu_seconds(before, after)
     busy = (machine_after[0] - machine_before[0]) / CLK_TCK
@@ -311,7 +311,7 @@ def _measure(
     return Sample(
         scenario.name,
         proxy.name,
-        rep,
+        slice_no,
         result.rps,
         result.p50_ms,
         result.p99_ms,
