@@ -14,12 +14,16 @@ $(STAMP): pyproject.toml setup.py
 		apt-get update -qq && apt-get install -y -qq python3-venv && $(PYTHON) -m venv $(VENV); }
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[test]'
-	@# The dashboard test drives Debian's chromium with playwright (whose own
-	@# browser download does not work here); installed when missing and root.
+	@touch $(STAMP)
+
+# The dashboard test drives Debian's chromium with playwright (whose own browser
+# download does not work here): installed when missing and root, for `make test`
+# only, so that `make perf` on a fresh machine does not fetch a browser.
+.PHONY: browser
+browser:
 	@command -v chromium >/dev/null || [ "$$(id -u)" != 0 ] || { \
 		echo "installing chromium for the dashboard test"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
-	@touch $(STAMP)
 
 # The worker's request path compiled with mypyc (setup.py): `pip install -e` builds it
 # first; this rebuilds it whenever a worker module changes (setup.py's HOT_PATH names
@@ -61,7 +65,7 @@ run: $(COMPILED)
 	echo ""; \
 	$(BIN)/portside --config $$config
 
-test: $(COMPILED)
+test: $(COMPILED) browser
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)
