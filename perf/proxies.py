@@ -159,11 +159,14 @@ http {{
     keepalive_timeout 300s;
     server_names_hash_max_size 4096;
     server_names_hash_bucket_size 64;
-    # Stream bodies both ways, in memory, as portside and HAProxy do. The 2 MiB body
-    # buffer lets nginx read an upload in large chunks (16 KiB by default: twice the
-    # system time); with request buffering on instead, the cost is about the same.
+    # Stream bodies both ways, in memory, as portside and HAProxy do. An upload is
+    # read in chunks of up to 256 KiB, as portside reads it (uvloop's 256,000-byte
+    # read buffer); nginx's default of 16 KiB costs it twice the system time. A
+    # buffer of 2 MiB made nginx allocate 1 MiB per upload, which glibc faulted in
+    # anew (about 60,000 page faults a second, against none for portside or this
+    # size), so its CPU per upload and peak RSS moved by up to 40% between runs.
     client_max_body_size 2m;
-    client_body_buffer_size 2m;
+    client_body_buffer_size 256k;
     proxy_request_buffering off;
     proxy_buffer_size 16k;
     proxy_buffers 8 16k;
