@@ -111,6 +111,8 @@ class Sample:
 class Outcome:
     samples: list[Sample] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)  # failures and errors, for the report
+    # (proxy CPUs, CPUs of wrk, the backends and the harness), or None: nothing pinned.
+    cpu_split: tuple[set[int], set[int]] | None = None
 
 
 def estimate_seconds(opts: Options) -> float:
@@ -129,7 +131,7 @@ def run(opts: Options, say: Callable[[str], None] = print) -> Outcome:
     outcome = Outcome()
     wrk_logs = opts.results / "wrk"
     wrk_logs.mkdir(parents=True, exist_ok=True)
-    split = procs.cpu_split(opts.workers) if opts.pin else None
+    outcome.cpu_split = split = procs.cpu_split(opts.workers) if opts.pin else None
     proxy_cpus = None
     mask = os.sched_getaffinity(0)
     if split is not None:

@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from perf import procs
 from perf.harness import OTHER_LOAD_WARNING, Options, Outcome, Sample
 
 BASELINE = "nginx"
@@ -81,14 +80,19 @@ class Row:
     def stat(self, metric: Metric) -> Stat:
         """The metric over the runs without errors (at least one: see _find)."""
         values = [metric.get(s) for s in self.samples]
-        if metric.seconds is None:
-            return Stat(statistics.median(values), min(values), max(values))
-        return Stat(_pooled(metric, self.samples), min(values), max(values))
+        pooled = None if metric.seconds is None else _pooled(metric, self.samples)
+        return _stat(values, pooled)
 
     @property
     def errors(self) -> int:
         """Errors wrk counted over every run of the row (all in the failed ones)."""
         return sum(s.errors for s in self.failed)
+
+
+def _stat(values: list[float], pooled: float | None) -> Stat:
+    """The values' range, with the pooled figure if there is one, else their median."""
+    value = statistics.median(values) if pooled is None else pooled
+    return Stat(value, min(values), max(values))
 
 
 def _pooled(metric: Metric, samples: list[Sample]) -> float:
@@ -126,10 +130,10 @@ def paired(row: Row, base: Row, metric: Metric) -> Stat | None:
     if not pairs:
         return None
     values = [metric.get(s) / metric.get(b) for s, b in pairs]
-    if metric.seconds is None:
-        return Stat(statistics.median(values), min(values), max(values))
-    pooled = _pooled(metric, [s for s, _ in pairs]) / _pooled(metric, [b for _, b in pairs])
-    return Stat(pooled, min(values), max(values))
+    pooled = None
+    if metric.seconds is not None:
+        pooled = _pooled(metric, [s for s, _ in pairs]) / _pooled(metric, [b for _, b in pairs])
+    return _stat(values, pooled)
 
 
 def ratio(rows: list[Row], row: Row, metric: Metric) -> Stat | None:
@@ -157,12 +161,11 @@ def _longer(opts: Options) -> str:
     return f" ({', '.join(longer)})" if longer else ""
 
 
-def _placement(opts: Options) -> str:
+def _placement(outcome: Outcome) -> str:
     """Where the processes ran, for the report's header."""
-    split = procs.cpu_split(opts.workers) if opts.pin else None
-    if split is None:
+    if outcome.cpu_split is None:
         return "No process was pinned to a CPU."
-    proxy, load = (", ".join(map(str, sorted(c))) for c in split)
+    proxy, load = (", ".join(map(str, sorted(c))) for c in outcome.cpu_split)
     return f"The proxy ran alone on CPU {proxy}; wrk, the backends and the harness on CPU {load}."
 
 
@@ -180,7 +183,7 @@ def markdown(rows: list[Row], outcome: Outcome, opts: Options, versions: dict[st
         f"proxy is started afresh for each scenario, warmed up for {opts.warmup:g} s, and "
         f"measured in {opts.slices} slices of {opts.slice_seconds} s{_longer(opts)} that take "
         "turns with "
-        f"the other proxies' slices. {_placement(opts)}",
+        f"the other proxies' slices. {_placement(outcome)}",
         "",
         f"Cells: median [min–max] over the slices ({runs}). **÷ nginx**: the proxy's "
         "figure over nginx's in the slice of the same turn, median [min–max] over the "

@@ -74,3 +74,14 @@ def test_cpu_per_request_is_pooled_over_the_slices_and_so_is_its_ratio() -> None
     assert versus is not None
     assert versus.value == 1.5  # 7.5 over 5, not the median of 2.0 and 1.33
     assert (round(versus.low, 2), versus.high) == (1.33, 2.0)
+
+
+def test_the_header_says_where_the_run_placed_the_processes() -> None:
+    samples = [sample(proxy, 1, 5.0) for proxy in ("portside", "nginx")]
+    pinned = Outcome(list(samples), cpu_split=({1}, {0}))
+    text = markdown(summarise(pinned, OPTS), pinned, OPTS, {})
+    assert "The proxy ran alone on CPU 1; wrk, the backends and the harness on CPU 0." in text
+    unpinned = Outcome(list(samples))
+    assert "No process was pinned to a CPU." in markdown(
+        summarise(unpinned, OPTS), unpinned, OPTS, {}
+    )
