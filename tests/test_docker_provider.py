@@ -13,7 +13,7 @@ import time
 
 import pytest
 from conftest import Load, lb_config, wait_until
-from docker_support import restart_dockerd, start_dockerd, stop_dockerd
+from docker_support import IMAGE_CMD, restart_dockerd, start_dockerd, stop_dockerd
 
 WRITEUP_HOST = "whoami.docker.localhost"
 WRITEUP_LABELS = {
@@ -210,3 +210,29 @@ def test_stop_under_load_fails_nothing_and_drains_on_kill(portside, containers):
     # second after `docker stop` began would mean it was still being chosen.
     late = [t - stopping_at for t, _, name in load.results if name == "leaving-b"]
     assert max(late) < 1.0, f"routed to the stopping container {max(late):.2f}s after stop"
+
+
+def test_container_slow_to_listen_joins_as_soon_as_it_answers(portside, containers):
+    """Docker reports `start` before the application binds its port, so the first
+    connections are refused. Passive health must not then hold the new container
+    out for its whole failure window (60 s here): it joins once it answers."""
+    rule = {"traefik.http.routers.slow.rule": f"Host(`{WRITEUP_HOST}`)"}
+    labels = {
+        "traefik.enable": "true",
+        **rule,
+        "traefik.http.services.slow.loadbalancer.passivehealthcheck.failurewindow": "60s",
+    }
+    containers.run("ready-a", labels)
+    proxy = portside("", workers=2, extra_static=docker_static())
+    wait_until(lambda: proxy.get(WRITEUP_HOST).status == 200)
+    load = Load(proxy.port, WRITEUP_HOST, threads=4, max_seconds=60)
+    try:
+        # Its server binds half a second after the container starts.
+        late_bind = ["/bin/busybox", "sh", "-c", "sleep 0.5; exec " + " ".join(IMAGE_CMD)]
+        containers.run("slow-b", labels, command=late_bind, wait=False)
+        wait_until(lambda: "(it has not answered yet)" in proxy.logs())  # refused, held out
+        wait_until(lambda: load.seen("slow-b", 0))
+    finally:
+        load.stop()
+    assert not load.errors, load.errors[:3]
+    assert {status for _, status, _ in load.results} == {200}

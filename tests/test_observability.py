@@ -7,7 +7,7 @@ import hashlib
 import signal
 
 import bcrypt
-from conftest import connect, free_port, lb_config, wait_until
+from conftest import connect, lb_config, wait_until
 from observability import start_with_admin
 
 from portside.master.status import VERSION
@@ -58,7 +58,8 @@ def test_requests_total_is_exact_over_all_workers(portside, whoami):
 
 def test_api_routers_services_and_ejected_servers(portside, whoami):
     backend = whoami("a")
-    dead = f"http://127.0.0.1:{free_port()}"
+    gone = whoami("b")
+    dead = gone.url
     admin = start_with_admin(
         portside,
         lb_config(backend, dead)
@@ -83,6 +84,9 @@ def test_api_routers_services_and_ejected_servers(portside, whoami):
     assert admin.api("http/routers/whoami@file") == router
     assert admin.get("/api/http/routers/nope@file").status == 404
     assert admin.server_states("whoami@file") == {backend.url: "up", dead: "up"}
+    # Once it has answered, a failing server is ejected for the whole window.
+    wait_until(lambda: admin.proxy.get("whoami.localhost").field("Name") == "b")
+    gone.stop()
     for _ in range(4):  # the dead server's turn fails to connect and is resent
         assert admin.proxy.get("whoami.localhost").status == 200
     wait_until(lambda: admin.server_states("whoami@file") == {backend.url: "up", dead: "ejected"})

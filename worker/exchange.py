@@ -313,13 +313,14 @@ class Exchange:
         self.final_seen = True
         if self._timer is not None:
             self._cancel_timer()
+        server = self.server
+        assert server is not None  # set before the request was sent; narrows it for mypyc
+        pool = server.pool
+        if pool.failures or not pool.answered:
+            pool.record_success()
         if status == 101:
             self._switch_protocols(fields)
             return
-        server = self.server
-        assert server is not None  # set before the request was sent; narrows it for mypyc
-        if server.pool.failures:
-            server.pool.record_success()
         self.status = status
         self._settle_connection()
         if self.raw_method == b"HEAD" or status == 204 or status == 304:

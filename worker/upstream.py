@@ -34,6 +34,18 @@ _should_keep_alive: Final = httptools.HttpResponseParser.should_keep_alive
 _get_status_code: Final = httptools.HttpResponseParser.get_status_code
 
 
+#: How long passive health first holds out a server that has not answered yet.
+#: Docker reports `start` once the container's first process runs, and the
+#: route goes live then, before the application has bound its port: until it
+#: does, connections are refused. Such a request never left, so it is resent
+#: to another server unseen (RFC 9110 §9.2.2), but a full failure window (10 s
+#: by default, as in Traefik) would keep a container that is ready idle for
+#: that long. So until a server first answers, its ejection starts here and
+#: doubles up to the window: one that never comes up reaches the window after
+#: seven tries (0.1 + 0.2 + ... + 6.4 = 12.7 s).
+FIRST_EJECTION = 0.1
+
+
 class InvalidResponse(Exception):
     """Raised in a parser callback for a response llhttp accepts but HTTP does not."""
 
@@ -360,6 +372,8 @@ class UpstreamPool:
         "ejected_until",
         "_probing",
         "_probe_window",
+        "answered",
+        "_early_ejection",
     )
     # A probe request that ends without a verdict (the client left, a
     # timeout) must not hold the backend out forever: after one failure
@@ -380,6 +394,10 @@ class UpstreamPool:
         self.ejected_until = 0.0
         self._probing = False
         self._probe_window = 10.0
+        #: Whether the server has answered once since it joined.
+        self.answered = False
+        #: How long the next ejection lasts while it has not.
+        self._early_ejection = FIRST_EJECTION
 
     # -- passive health ---------------------------------------------------------
 
@@ -408,25 +426,33 @@ class UpstreamPool:
         """A connect failure or reset: eject after too many in a row."""
         self.failures += 1
         self._probe_window = passive.failure_window
+        now = self._loop.time()
+        if self.ejected_until > now and not self._probing:
+            return  # a request sent before the ejection began: it changes nothing
         if self._probing or self.failures >= passive.max_failed_attempts:
-            if not self.ejected_until or self._probing:
-                log.warning(
-                    "%s:%d ejected for %gs after %d consecutive failures",
-                    self.host,
-                    self.port,
-                    passive.failure_window,
-                    self.failures,
-                )
-            self.ejected_until = self._loop.time() + passive.failure_window
+            window = passive.failure_window
+            if not self.answered:
+                window = min(self._early_ejection, window)
+                self._early_ejection *= 2
+            log.warning(
+                "%s:%d ejected for %gs after %d consecutive failures%s",
+                self.host,
+                self.port,
+                window,
+                self.failures,
+                "" if self.answered else " (it has not answered yet)",
+            )
+            self.ejected_until = now + window
             self._probing = False
 
     def record_success(self) -> None:
-        """A response head arrived: the backend is healthy again."""
+        """A response head arrived: the backend has answered, and is healthy again."""
         if self.ejected_until:
             log.info("%s:%d answers again; back in rotation", self.host, self.port)
         self.failures = 0
         self.ejected_until = 0.0
         self._probing = False
+        self.answered = True
 
     # -- connections --------------------------------------------------------------
 
