@@ -29,6 +29,19 @@ PORTSIDE = [sys.executable, "-m", "portside.master.cli"]
 # The Docker fixtures (`client`, `containers`) live with the Docker helpers.
 pytest_plugins = ["docker_support"]
 
+#: Set on a test item whose body failed, so that fixtures can say more at teardown.
+CALL_FAILED = pytest.StashKey[bool]()
+#: How much of portside's log a failed test prints (pytest shows it with the failure).
+LOG_TAIL_LINES = 80
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    report = yield
+    if report.when == "call" and report.failed:
+        item.stash[CALL_FAILED] = True
+    return report
+
 
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on right now."""
@@ -225,8 +238,12 @@ def whoami() -> Iterator[Callable[[str], Whoami]]:
 
 
 @pytest.fixture
-def portside(tmp_path: Path) -> Iterator[Callable[..., Portside]]:
-    """Factory for a running portside; stopped (and its children checked gone) at teardown."""
+def portside(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Callable[..., Portside]]:
+    """Factory for a running portside; stopped (and its children checked gone) at teardown.
+
+    If the test failed, the end of portside's log is printed: in CI it is the
+    only trace of what the proxy saw.
+    """
     started: list[Portside] = []
 
     def start(
@@ -239,13 +256,19 @@ def portside(tmp_path: Path) -> Iterator[Callable[..., Portside]]:
         return proxy.start(dynamic)
 
     yield start
+    left: list[psutil.Process] = []
     for proxy in started:
         children = psutil.Process(proxy.proc.pid).children() if proxy.proc.poll() is None else []
         proxy.stop()
         gone, alive = psutil.wait_procs(children, timeout=10)
         for p in alive:
             p.kill()
-        assert not alive, f"portside left children running: {alive}"
+        left += alive
+    if started and request.node.stash.get(CALL_FAILED, False):
+        log_path = started[-1].tmp / "portside.log"  # every proxy of a test writes here
+        tail = log_path.read_text(errors="replace").splitlines()[-LOG_TAIL_LINES:]
+        print(f"--- the last {len(tail)} lines of {log_path}:", *tail, sep="\n")
+    assert not left, f"portside left children running: {left}"
 
 
 @pytest.fixture
