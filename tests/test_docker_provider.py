@@ -216,10 +216,9 @@ def test_container_slow_to_listen_joins_as_soon_as_it_answers(portside, containe
     """Docker reports `start` before the application binds its port, so the first
     connections are refused. Passive health must not then hold the new container
     out for its whole failure window (60 s here): it joins once it answers."""
-    rule = {"traefik.http.routers.slow.rule": f"Host(`{WRITEUP_HOST}`)"}
     labels = {
         "traefik.enable": "true",
-        **rule,
+        "traefik.http.routers.slow.rule": f"Host(`{WRITEUP_HOST}`)",
         "traefik.http.services.slow.loadbalancer.passivehealthcheck.failurewindow": "60s",
     }
     containers.run("ready-a", labels)

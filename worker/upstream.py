@@ -36,13 +36,15 @@ _get_status_code: Final = httptools.HttpResponseParser.get_status_code
 
 #: How long passive health first holds out a server that has not answered yet.
 #: Docker reports `start` once the container's first process runs, and the
-#: route goes live then, before the application has bound its port: until it
-#: does, connections are refused. Such a request never left, so it is resent
-#: to another server unseen (RFC 9110 §9.2.2), but a full failure window (10 s
-#: by default, as in Traefik) would keep a container that is ready idle for
-#: that long. So until a server first answers, its ejection starts here and
-#: doubles up to the window: one that never comes up reaches the window after
-#: seven tries (0.1 + 0.2 + ... + 6.4 = 12.7 s).
+#: route goes live then, often before the application has bound its port:
+#: until it does, the kernel answers a SYN with RST and connect() fails with
+#: ECONNREFUSED (seen in the tests 2 ms after the route went live, even with
+#: busybox httpd). Such a request never left, so it is resent to another
+#: server unseen; but a full failure window (10 s by default, as in Traefik)
+#: would keep a container that is ready idle for that long. So until a server
+#: first answers, its ejection starts here and doubles up to the window: one
+#: that never comes up reaches the window after seven tries
+#: (0.1 + 0.2 + ... + 6.4 = 12.7 s).
 FIRST_EJECTION = 0.1
 
 
