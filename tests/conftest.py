@@ -37,6 +37,7 @@ LOG_TAIL_LINES = 80
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    """Mark the item whose test body failed (CALL_FAILED)."""
     report = yield
     if report.when == "call" and report.failed:
         item.stash[CALL_FAILED] = True
@@ -265,7 +266,8 @@ def portside(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Callabl
             p.kill()
         left += alive
     if started and request.node.stash.get(CALL_FAILED, False):
-        log_path = started[-1].tmp / "portside.log"  # every proxy of a test writes here
+        # Each proxy of a test starts this file afresh: it holds the last one's log.
+        log_path = started[-1].tmp / "portside.log"
         tail = log_path.read_text(errors="replace").splitlines()[-LOG_TAIL_LINES:]
         print(f"--- the last {len(tail)} lines of {log_path}:", *tail, sep="\n")
     assert not left, f"portside left children running: {left}"

@@ -226,8 +226,8 @@ def test_container_slow_to_listen_joins_as_soon_as_it_answers(portside, containe
     wait_until(lambda: proxy.get(WRITEUP_HOST).status == 200)
     load = Load(proxy.port, WRITEUP_HOST, threads=4, max_seconds=60)
     try:
-        # Its server binds half a second after the container starts.
-        late_bind = ["/bin/busybox", "sh", "-c", "sleep 0.5; exec " + " ".join(IMAGE_CMD)]
+        # Its server binds a second after the container starts.
+        late_bind = ["/bin/busybox", "sh", "-c", "sleep 1; exec " + " ".join(IMAGE_CMD)]
         containers.run("slow-b", labels, command=late_bind, wait=False)
         wait_until(lambda: "(it has not answered yet)" in proxy.logs())  # refused, held out
         wait_until(lambda: load.seen("slow-b", 0))

@@ -42,9 +42,9 @@ _get_status_code: Final = httptools.HttpResponseParser.get_status_code
 #: busybox httpd). Such a request never left, so it is resent to another
 #: server unseen; but a full failure window (10 s by default, as in Traefik)
 #: would keep a container that is ready idle for that long. So until a server
-#: first answers, its ejection starts here and doubles up to the window: one
-#: that never comes up reaches the window after seven tries
-#: (0.1 + 0.2 + ... + 6.4 = 12.7 s).
+#: first answers, its ejection starts here and doubles up to the window: with
+#: the default window, one that never comes up is held out for the full 10 s
+#: from its eighth ejection on, 12.7 s (0.1 + 0.2 + ... + 6.4) after the first.
 FIRST_EJECTION = 0.1
 
 
@@ -414,9 +414,11 @@ class UpstreamPool:
         now = self._loop.time()
         if now < self.ejected_until:
             return False
-        # This request probes; the others wait one more window for its verdict.
+        # This request probes; the others wait one more window for its verdict
+        # (a server that has not answered yet: its next, shorter, ejection).
         self._probing = True
-        self.ejected_until = now + self._probe_window
+        wait = self._probe_window if self.answered else self._early_ejection
+        self.ejected_until = now + min(wait, self._probe_window)
         return True
 
     @property
@@ -425,7 +427,12 @@ class UpstreamPool:
         return self.ejected_until > self._loop.time()
 
     def record_failure(self, passive: PassiveHealth) -> None:
-        """A connect failure or reset: eject after too many in a row."""
+        """A connect failure or reset: eject after too many in a row, or when the probe fails.
+
+        The ejection lasts the failure window; until the server has first
+        answered, FIRST_EJECTION at first, doubling each time. A failure of a
+        request sent before the ejection began does not lengthen it.
+        """
         self.failures += 1
         self._probe_window = passive.failure_window
         now = self._loop.time()
