@@ -373,13 +373,12 @@ class UpstreamPool:
         "_retired",
         "ejected_until",
         "_probing",
-        "_probe_window",
         "answered",
-        "_early_ejection",
+        "_next_ejection",
     )
     # A probe request that ends without a verdict (the client left, a
-    # timeout) must not hold the backend out forever: after one failure
-    # window, another request may probe it.
+    # timeout) must not hold the backend out forever: after as long as the
+    # next ejection would last, another request may probe it.
 
     def __init__(self, host: str, port: int, max_idle: int, dials: Dials) -> None:
         self.host = host
@@ -395,11 +394,11 @@ class UpstreamPool:
         #: Loop time until which passive health keeps the server out; 0 if never ejected.
         self.ejected_until = 0.0
         self._probing = False
-        self._probe_window = 10.0
         #: Whether the server has answered once since it joined.
         self.answered = False
-        #: How long the next ejection lasts while it has not.
-        self._early_ejection = FIRST_EJECTION
+        #: How long the next ejection lasts (at most the failure window), which is
+        #: also how long the others wait for a probe's verdict.
+        self._next_ejection = FIRST_EJECTION
 
     # -- passive health ---------------------------------------------------------
 
@@ -414,11 +413,9 @@ class UpstreamPool:
         now = self._loop.time()
         if now < self.ejected_until:
             return False
-        # This request probes; the others wait one more window for its verdict
-        # (a server that has not answered yet: its next, shorter, ejection).
+        # This request probes; the others wait one more ejection for its verdict.
         self._probing = True
-        wait = self._probe_window if self.answered else self._early_ejection
-        self.ejected_until = now + min(wait, self._probe_window)
+        self.ejected_until = now + self._next_ejection
         return True
 
     @property
@@ -434,15 +431,13 @@ class UpstreamPool:
         request sent before the ejection began does not lengthen it.
         """
         self.failures += 1
-        self._probe_window = passive.failure_window
         now = self._loop.time()
         if self.ejected_until > now and not self._probing:
             return  # a request sent before the ejection began: it changes nothing
         if self._probing or self.failures >= passive.max_failed_attempts:
             window = passive.failure_window
             if not self.answered:
-                window = min(self._early_ejection, window)
-                self._early_ejection *= 2
+                window = min(self._next_ejection, window)
             log.warning(
                 "%s:%d ejected for %gs after %d consecutive failures%s",
                 self.host,
@@ -453,6 +448,8 @@ class UpstreamPool:
             )
             self.ejected_until = now + window
             self._probing = False
+            # Doubled while the server has not answered; the window once it has.
+            self._next_ejection = min(2 * window, passive.failure_window)
 
     def record_success(self) -> None:
         """A response head arrived: the backend has answered, and is healthy again."""
