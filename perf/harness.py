@@ -79,7 +79,7 @@ class Sample:
 
     scenario: str
     proxy: str
-    rep: int  # the slice of the whole run, from 1: proxies are compared slice by slice
+    slice_no: int  # the slice of the whole run, from 1: proxies are compared slice by slice
     rps: float
     p50_ms: float
     p99_ms: float

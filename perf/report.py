@@ -125,8 +125,8 @@ def paired(row: Row, base: Row, metric: Metric) -> Stat | None:
     cancels the drift of this shared machine better than a ratio of medians
     taken over the whole run.
     """
-    base_by_slice = {s.rep: s for s in base.samples if metric.get(s)}
-    pairs = [(s, base_by_slice[s.rep]) for s in row.samples if s.rep in base_by_slice]
+    base_by_slice = {s.slice_no: s for s in base.samples if metric.get(s)}
+    pairs = [(s, base_by_slice[s.slice_no]) for s in row.samples if s.slice_no in base_by_slice]
     if not pairs:
         return None
     values = [metric.get(s) / metric.get(b) for s, b in pairs]
@@ -344,7 +344,7 @@ def write_raw_csv(samples: list[Sample], path: Path) -> None:
         )
         for s in samples:
             writer.writerow(
-                [s.scenario, s.proxy, s.rep, f"{s.rps:.1f}", s.p50_ms, s.p99_ms, s.requests]
+                [s.scenario, s.proxy, s.slice_no, f"{s.rps:.1f}", s.p50_ms, s.p99_ms, s.requests]
                 + [s.errors, f"{s.user_s:.2f}", f"{s.sys_s:.2f}", f"{s.user_us:.2f}"]
                 + [f"{s.sys_us:.2f}", s.idle_rss, s.peak_rss]
                 + [f"{s.other_cores:.3f}", f"{s.steal_cores:.3f}"]

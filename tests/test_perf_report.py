@@ -14,10 +14,12 @@ TOTAL_US = next(m for m in METRICS if m.key == "total_us")
 
 
 def sample(
-    proxy: str, rep: int, cpu_s: float, errors: int = 0, requests: int = 1_000_000
+    proxy: str, slice_no: int, cpu_s: float, errors: int = 0, requests: int = 1_000_000
 ) -> Sample:
     """A run of `requests` requests that cost `cpu_s` seconds of system time."""
-    return Sample("keepalive", proxy, rep, 50_000.0, 0.8, 3.0, requests, errors, 0.0, cpu_s, 1, 1)
+    return Sample(
+        "keepalive", proxy, slice_no, 50_000.0, 0.8, 3.0, requests, errors, 0.0, cpu_s, 1, 1
+    )
 
 
 def test_runs_with_errors_are_left_out_of_the_figures_and_counted() -> None:
@@ -28,12 +30,12 @@ def test_runs_with_errors_are_left_out_of_the_figures_and_counted() -> None:
             sample("portside", 1, 16.0),
             sample("portside", 2, 1.0, errors=900_000),
             sample("portside", 3, 18.0),
-            *(sample("nginx", rep, 15.0) for rep in (1, 2, 3)),
+            *(sample("nginx", n, 15.0) for n in (1, 2, 3)),
         ]
     )
     rows = summarise(outcome, OPTS)
     portside = next(r for r in rows if r.proxy == "portside")
-    assert [s.rep for s in portside.samples] == [1, 3]
+    assert [s.slice_no for s in portside.samples] == [1, 3]
     assert portside.errors == 900_000
     assert portside.stat(TOTAL_US).value == 17.0
     text = markdown(rows, outcome, OPTS, {})
@@ -44,7 +46,7 @@ def test_runs_with_errors_are_left_out_of_the_figures_and_counted() -> None:
 
 def test_a_proxy_whose_every_run_failed_has_no_figures(tmp_path: Path) -> None:
     outcome = Outcome(
-        [sample("portside", 1, 1.0, errors=5), *(sample("nginx", rep, 15.0) for rep in (1, 2))]
+        [sample("portside", 1, 1.0, errors=5), *(sample("nginx", n, 15.0) for n in (1, 2))]
     )
     rows = summarise(outcome, OPTS)
     text = markdown(rows, outcome, OPTS, {})
@@ -63,7 +65,7 @@ def test_cpu_per_request_is_pooled_over_the_slices_and_so_is_its_ratio() -> None
         [
             sample("portside", 1, 10.0),  # 10 µs/req
             sample("portside", 2, 20.0, requests=3_000_000),  # 6.7 µs/req
-            *(sample("nginx", rep, 5.0) for rep in (1, 2)),  # 5 µs/req
+            *(sample("nginx", n, 5.0) for n in (1, 2)),  # 5 µs/req
         ]
     )
     rows = summarise(outcome, OPTS)
