@@ -51,7 +51,8 @@ def _parser() -> argparse.ArgumentParser:
         "--proxies",
         type=lambda t: _names(t, proxies.NAMES, "proxy"),
         default=DEFAULT_PROXIES.split(","),
-        help=f"comma-separated, default {DEFAULT_PROXIES} (caddy too if you want it)",
+        help=f"comma-separated, default {DEFAULT_PROXIES} (caddy and floor too if you want"
+        " them: floor is perf/floor.py, the least a uvloop+httptools relay does)",
     )
     # None: the default, or --quick's when that is given.
     parser.add_argument("--repeat", type=int, help="rounds (default 3; --quick: 1)")

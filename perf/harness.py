@@ -40,7 +40,7 @@ from perf.measure import (
 from perf.scenarios import Scenario, blocks
 
 # Seconds a proxy takes to start and answer, as budgeted in the duration estimate.
-_START_SECONDS = {"portside": 2.0, "nginx": 0.5, "haproxy": 0.5, "caddy": 1.0}
+_START_SECONDS = {"portside": 2.0, "nginx": 0.5, "haproxy": 0.5, "caddy": 1.0, "floor": 0.5}
 _RUN_OVERHEAD = 0.2  # wrk start-up, /proc reads, connection set-up at 1,000 connections
 
 

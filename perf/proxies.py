@@ -4,7 +4,8 @@ Every proxy listens on 127.0.0.1, routes by exact Host to one pool of the two
 backends (round robin), keeps connections alive on both sides, streams bodies,
 and sets X-Forwarded-For, -Host, -Proto, -Port, -Server and X-Real-Ip, as
 portside does. `workers` is the number of proxy processes (threads for HAProxy,
-GOMAXPROCS for Caddy).
+GOMAXPROCS for Caddy). The floor (perf/floor.py) is the exception, on purpose: it
+does the least such a proxy can, as a reference for what portside's own work costs.
 
 The 1,000-route table is 1,000 Host routers that all lead to the same service,
 as in Traefik when many hostnames (one router each) share one service. That
@@ -55,6 +56,8 @@ class Running:
             return workers
         if self.name == "nginx":
             return [p.pid for p in family[1:]]  # the master only supervises
+        if self.name == "floor":
+            return [p.pid for p in family]  # every process serves
         return [p.pid for p in family[:1]]  # HAProxy and Caddy: one process
 
 
@@ -67,6 +70,8 @@ def version(name: str) -> str:
     }
     if name == "portside":
         return f"portside (Python {sys.version.split()[0]})"
+    if name == "floor":
+        return "floor (perf/floor.py, the least a uvloop+httptools relay does)"
     try:
         out = subprocess.run(commands[name], capture_output=True, text=True, timeout=10)
     except (OSError, subprocess.TimeoutExpired):
@@ -76,8 +81,9 @@ def version(name: str) -> str:
 
 
 def available(name: str) -> bool:
-    """Whether this proxy can run here (portside always can: it is this repository)."""
-    return name == "portside" or shutil.which(name) is not None
+    """Whether this proxy can run here (portside and the floor always can: they are
+    this repository)."""
+    return name in ("portside", "floor") or shutil.which(name) is not None
 
 
 def start(
@@ -263,5 +269,19 @@ def _caddy(folder: Path, port: int, backends: list[int], hosts: list[str], n: in
     return argv, {"GOMAXPROCS": str(n), **env}
 
 
-_WRITERS = {"portside": _portside, "nginx": _nginx, "haproxy": _haproxy, "caddy": _caddy}
+def _floor(folder: Path, port: int, backends: list[int], hosts: list[str], n: int) -> Argv:
+    hostfile = folder / "hosts"
+    hostfile.write_text("\n".join(hosts) + "\n")
+    relay = Path(__file__).resolve().parent / "floor.py"
+    ports = ",".join(map(str, backends))
+    return [sys.executable, str(relay), str(port), str(hostfile), ports, str(n)], {}
+
+
+_WRITERS = {
+    "portside": _portside,
+    "nginx": _nginx,
+    "haproxy": _haproxy,
+    "caddy": _caddy,
+    "floor": _floor,
+}
 NAMES = tuple(_WRITERS)
