@@ -23,7 +23,7 @@ from pathlib import Path
 
 import psutil
 
-from perf import procs
+from perf import _venv, procs
 
 # Idle upstream connections kept per worker: enough for 1,000 client connections
 # over two backends, so no proxy has to reconnect to a backend under load.
@@ -272,9 +272,9 @@ def _caddy(folder: Path, port: int, backends: list[int], hosts: list[str], n: in
 def _floor(folder: Path, port: int, backends: list[int], hosts: list[str], n: int) -> Argv:
     hostfile = folder / "hosts"
     hostfile.write_text("\n".join(hosts) + "\n")
-    relay = Path(__file__).resolve().parent / "floor.py"
     ports = ",".join(map(str, backends))
-    return [sys.executable, str(relay), str(port), str(hostfile), ports, str(n)], {}
+    argv = [sys.executable, "-m", "perf.floor", str(port), str(hostfile), ports, str(n)]
+    return argv, {"PYTHONPATH": str(_venv.ROOT)}
 
 
 _WRITERS = {

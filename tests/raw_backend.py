@@ -30,6 +30,8 @@ RESPONSES = {
     "trailers": b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n"
     b"0\r\nX-Checksum: abc\r\n\r\n",
     "close-delimited": b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nuntil the end",
+    # As nginx answers: an explicit keep-alive, where HTTP/1.1 needs none.
+    "keep-alive": b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: keep-alive\r\n\r\nok",
     # Hop-by-hop fields in mixed case, and end-to-end ones with names as long as
     # special ones (Expires and Trailer: 7 bytes; X-Trace-Id and Connection: 10).
     "hop-by-hop": b"HTTP/1.1 200 OK\r\nKEEP-alive: timeout=5\r\n"

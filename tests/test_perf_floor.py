@@ -2,31 +2,52 @@
 
 Its figures are only a floor under portside's if it really routes, forwards,
 reuses backend connections and relays bodies, so it is run here for real, in
-front of two whoami backends, as perf/run starts it.
+front of whoami and recording backends, as perf/run starts it.
 """
 
 from __future__ import annotations
 
-import socketserver
-import threading
+import socket
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import psutil
 import pytest
-from conftest import Whoami, connect, read_response, request
+from conftest import Whoami, connect, read_response, request, wait_until
+from raw_backend import RawBackend
 
 from perf import procs, proxies
 
+StartFloor = Callable[..., proxies.Running]
+
 
 @pytest.fixture
-def floor(tmp_path: Path, whoami: Callable[[str], Whoami]) -> Iterator[proxies.Running]:
-    backends = [whoami("one").port, whoami("two").port]
-    running = proxies.start("floor", tmp_path, backends, ["a.bench", "b.bench"], 1)
-    yield running
-    procs.stop(running.proc)
+def start_floor(tmp_path: Path) -> Iterator[StartFloor]:
+    """Factory: the floor in front of these backend ports, stopped at teardown."""
+    started: list[proxies.Running] = []
+
+    def start(ports: list[int], hosts: tuple[str, ...] = ("a.bench",), processes: int = 1):
+        folder = tmp_path / f"floor{len(started)}"
+        running = proxies.start("floor", folder, ports, list(hosts), processes)
+        started.append(running)
+        return running
+
+    yield start
+    for running in started:
+        procs.stop(running.proc)
 
 
-def test_routes_by_host_round_robin_with_the_forwarded_headers(floor: proxies.Running) -> None:
+@pytest.fixture
+def raw_backend() -> Iterator[RawBackend]:
+    backend = RawBackend()
+    yield backend
+    backend.stop()
+
+
+def test_routes_by_host_round_robin_with_the_forwarded_headers(
+    start_floor: StartFloor, whoami: Callable[[str], Whoami]
+) -> None:
+    floor = start_floor([whoami("one").port, whoami("two").port], ("a.bench", "b.bench"))
     sock, reader = connect(floor.port)
     with sock:
         names = []
@@ -35,66 +56,111 @@ def test_routes_by_host_round_robin_with_the_forwarded_headers(floor: proxies.Ru
             response = read_response(reader)
             assert response.status == 200
             names.append(response.field("Name"))
-            assert response.field("Accept") == "*/*"
             assert "GET /x?y=1 HTTP/1.1" in response.text
+            lines = response.text.splitlines()
             for field, value in (
+                ("Accept", "*/*"),
                 ("X-Forwarded-For", "127.0.0.1"),
                 ("X-Real-Ip", "127.0.0.1"),
                 ("X-Forwarded-Host", "b.bench"),
                 ("X-Forwarded-Proto", "http"),
                 ("X-Forwarded-Port", str(floor.port)),
+                ("X-Forwarded-Server", socket.gethostname()),
             ):
-                assert response.field(field) == value, field
-            assert response.field("X-Forwarded-Server")
+                assert lines.count(f"{field}: {value}") == 1, field
     assert sorted(names) == ["one", "one", "two", "two"]
 
 
-def test_reuses_its_backend_connections(floor: proxies.Running) -> None:
-    # whoami reports the peer: the floor's port towards it, the same for every
-    # request once each backend has one idle connection.
+def test_reuses_its_backend_connections(
+    start_floor: StartFloor, whoami: Callable[[str], Whoami]
+) -> None:
+    floor = start_floor([whoami("one").port, whoami("two").port])
+    # whoami reports the peer: the floor's end of its connection, the same for
+    # every request once each backend has one idle connection.
     peers = {request(floor.port, "a.bench").field("RemoteAddr") for _ in range(6)}
     assert len(peers) == 2
 
 
-def test_an_unknown_host_gets_404(floor: proxies.Running) -> None:
-    assert request(floor.port, "nowhere.bench").status == 404
+def test_an_unknown_host_gets_404_and_a_close_is_honoured(
+    start_floor: StartFloor, whoami: Callable[[str], Whoami]
+) -> None:
+    floor = start_floor([whoami("one").port])
+    sock, reader = connect(floor.port)
+    with sock:
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: nowhere.bench\r\n\r\n")
+        assert read_response(reader).status == 404
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: nowhere.bench\r\nConnection: close\r\n\r\n")
+        assert read_response(reader).status == 404
+        assert reader.read() == b""
 
 
-def test_relays_a_request_body_and_a_chunked_response(floor: proxies.Running) -> None:
-    body = b"x" * 300_000
+def test_relays_a_1_mib_body_both_ways(
+    start_floor: StartFloor, whoami: Callable[[str], Whoami]
+) -> None:
+    floor = start_floor([whoami("one").port])
+    body = bytes(range(256)) * 4096
     response = request(floor.port, "a.bench", method="POST", body=body)
     assert response.status == 200
-    assert response.body.endswith(body)
+    assert response.body.endswith(body)  # whoami echoes it after its description
 
 
-_KEEP_ALIVE_RESPONSE = b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nConnection: keep-alive\r\n\r\nok\n"
+@pytest.mark.parametrize("backend_kind", ["keep-alive field", "no Connection field"])
+def test_a_request_that_asks_to_close_is_told_and_closed(
+    start_floor: StartFloor,
+    raw_backend: RawBackend,
+    whoami: Callable[[str], Whoami],
+    backend_kind: str,
+) -> None:
+    if backend_kind == "keep-alive field":
+        port, target = raw_backend.port, b"/resp/keep-alive"
+    else:
+        port, target = whoami("one").port, b"/"
+    floor = start_floor([port])
+    sock, reader = connect(floor.port)
+    with sock:
+        sock.sendall(b"GET %s HTTP/1.1\r\nHost: a.bench\r\nConnection: close\r\n\r\n" % target)
+        response = read_response(reader)
+        assert response.status == 200
+        assert response.headers.get_all("Connection") == ["close"]
+        assert reader.read() == b""  # closed after the response
+    if backend_kind == "keep-alive field":
+        (received,) = raw_backend.requests_for(b"/resp/keep-alive")
+        assert b"connection:" not in received.head.lower()  # hop-by-hop: not sent on
 
 
-class _KeepAliveBackend(socketserver.StreamRequestHandler):
-    """Answers every request with an explicit `Connection: keep-alive`, as nginx does."""
+def test_a_backend_that_answers_before_the_body_ends_is_not_reused(
+    start_floor: StartFloor, raw_backend: RawBackend
+) -> None:
+    floor = start_floor([raw_backend.port])
+    sock, reader = connect(floor.port)
+    with sock:
+        body = b"x" * 300_000
+        sock.sendall(
+            b"POST /early HTTP/1.1\r\nHost: a.bench\r\nContent-Length: %d\r\n\r\n%s"
+            % (len(body), body)
+        )
+        assert read_response(reader).status == 200
+        sock.sendall(b"GET /next HTTP/1.1\r\nHost: a.bench\r\n\r\n")
+        assert read_response(reader).status == 200
+    (early,) = raw_backend.requests_for(b"/early")
+    (after,) = raw_backend.requests_for(b"/next")
+    assert after.connection != early.connection
+    assert after.head.startswith(b"GET /next ")  # not the rest of the upload
 
-    def handle(self) -> None:
-        while True:
-            line = self.rfile.readline()
-            if not line:
-                return
-            if line == b"\r\n":  # the end of a head: GETs only, no body
-                self.wfile.write(_KEEP_ALIVE_RESPONSE)
 
+def test_every_process_serves_from_a_socket_of_its_own(
+    start_floor: StartFloor, whoami: Callable[[str], Whoami]
+) -> None:
+    floor = start_floor([whoami("one").port], processes=2)
+    pids = floor.worker_pids()
+    assert len(pids) == 2
 
-def test_a_request_that_asks_to_close_is_told_and_closed(tmp_path: Path) -> None:
-    with socketserver.ThreadingTCPServer(("127.0.0.1", 0), _KeepAliveBackend) as backend:
-        backend.daemon_threads = True
-        threading.Thread(target=backend.serve_forever, daemon=True).start()
-        running = proxies.start("floor", tmp_path, [backend.server_address[1]], ["a.bench"], 1)
-        try:
-            sock, reader = connect(running.port)
-            with sock:
-                sock.sendall(b"GET / HTTP/1.1\r\nHost: a.bench\r\nConnection: close\r\n\r\n")
-                response = read_response(reader)
-                assert response.status == 200
-                assert response.headers["Connection"] == "close"
-                assert reader.read() == b""  # closed after the response
-        finally:
-            procs.stop(running.proc)
-            backend.shutdown()
+    def listening(pid: int) -> int:
+        return sum(
+            1
+            for c in psutil.Process(pid).net_connections("tcp")
+            if c.status == psutil.CONN_LISTEN and c.laddr.port == floor.port
+        )
+
+    # Each closes the sockets it inherited for the others once forked.
+    wait_until(lambda: all(listening(pid) == 1 for pid in pids))
