@@ -104,6 +104,7 @@ class Upstream(asyncio.Protocol):
         """Take on a client's request."""
         self.client: Client | None = client
         self.fresh = True  # no byte of its response read yet
+        self.writing_paused = False  # the backend is behind: its client's reads are paused
 
     def connect_done(self, connect: asyncio.Task[object]) -> None:
         """A failed connect closes the client that was waiting for it."""
@@ -132,10 +133,12 @@ class Upstream(asyncio.Protocol):
     # Flow control: a backend that reads slower than the client sends stops the
     # client's reads, so that an upload is not piled up in memory here.
     def pause_writing(self) -> None:
+        self.writing_paused = True
         if self.client is not None:
             self.client.transport.pause_reading()
 
     def resume_writing(self) -> None:
+        self.writing_paused = False
         if self.client is not None:
             self.client.transport.resume_reading()
 
@@ -144,11 +147,17 @@ class Upstream(asyncio.Protocol):
         client, self.client = self.client, None
         if client is None or client.upstream is not self:
             return
+        # A pause either side asked of the other ends with the exchange: the
+        # resume would no longer reach it, and a paused connection hangs its next use.
+        if self.writing_paused:
+            client.transport.resume_reading()
+        if client.writing_paused:
+            self.transport.resume_reading()  # type: ignore[union-attr]
         client.response_complete()
-        if client.request_done and self.parser.should_keep_alive():
+        if client.request_done and not self.writing_paused and self.parser.should_keep_alive():
             self.relay.idle[self.index].append(self)
         else:
-            # A backend that answered before the request body ended, or that
+            # A backend that answered before the request was all sent, or that
             # closes: what it reads next would not be the start of a request.
             self.transport.close()  # type: ignore[union-attr]
 
@@ -174,6 +183,7 @@ class Client(asyncio.Protocol):
         self.url = b""
         self.closing = False  # the current request asked to close the connection
         self.request_done = True  # the current request's body has all been read
+        self.writing_paused = False  # the client is behind: its backend's reads are paused
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -192,10 +202,12 @@ class Client(asyncio.Protocol):
 
     # Flow control the other way: a client that reads slower than the backend sends.
     def pause_writing(self) -> None:
+        self.writing_paused = True
         if self.upstream is not None and self.upstream.transport is not None:
             self.upstream.transport.pause_reading()
 
     def resume_writing(self) -> None:
+        self.writing_paused = False
         if self.upstream is not None and self.upstream.transport is not None:
             self.upstream.transport.resume_reading()
 

@@ -16,7 +16,7 @@ import pytest
 from conftest import Whoami, connect, read_response, request, wait_until
 from raw_backend import RawBackend
 
-from perf import procs, proxies
+from perf import floor, procs, proxies
 
 StartFloor = Callable[..., proxies.Running]
 
@@ -164,3 +164,74 @@ def test_every_process_serves_from_a_socket_of_its_own(
 
     # Each closes the sockets it inherited for the others once forked.
     wait_until(lambda: all(listening(pid) == 1 for pid in pids))
+
+
+class _Transport:
+    """Records what the floor asks of a connection (no socket: a unit test)."""
+
+    def __init__(self, on_write: Callable[[], None] = lambda: None) -> None:
+        self.reading = True
+        self.closed = False
+        self.written = b""
+        self._on_write = on_write
+
+    def get_extra_info(self, name: str) -> tuple[str, int]:
+        return ("127.0.0.1", 40000)
+
+    def write(self, data: bytes) -> None:
+        self.written += data
+        self._on_write()
+
+    def writelines(self, parts: list[bytes]) -> None:
+        self.write(b"".join(parts))
+
+    def pause_reading(self) -> None:
+        self.reading = False
+
+    def resume_reading(self) -> None:
+        self.reading = True
+
+    def close(self) -> None:
+        self.closed = True
+
+
+RESPONSE = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+
+
+def _exchange(
+    client_falls_behind: bool, backend_falls_behind: bool
+) -> tuple[floor.Relay, floor.Client, floor.Upstream]:
+    """One GET through a floor Relay whose one idle backend connection answers it.
+
+    A connection "falls behind" when its write buffer passes the high-water
+    mark: the client as the response is written to it, the backend as the
+    request is. Returns the relay, the client and the backend connection.
+    """
+    relay = floor.Relay(8000, {b"a.bench"}, [9000])
+    upstream = floor.Upstream(relay, 0, None, b"")  # type: ignore[arg-type]
+    upstream.connection_made(_Transport())  # type: ignore[arg-type]
+    upstream.client = None
+    relay.idle[0].append(upstream)
+    client = floor.Client(relay)
+    on_write = client.pause_writing if client_falls_behind else (lambda: None)
+    client.connection_made(_Transport(on_write))  # type: ignore[arg-type]
+    client.data_received(b"GET / HTTP/1.1\r\nHost: a.bench\r\n\r\n")
+    assert client.upstream is upstream
+    if backend_falls_behind:
+        upstream.pause_writing()
+    upstream.data_received(RESPONSE)
+    return relay, client, upstream
+
+
+def test_a_client_that_falls_behind_on_the_last_read_leaves_no_paused_backend() -> None:
+    relay, client, upstream = _exchange(client_falls_behind=True, backend_falls_behind=False)
+    assert client.transport.written == RESPONSE
+    assert relay.idle[0] == [upstream]
+    assert upstream.transport.reading  # its next response must be read
+
+
+def test_a_backend_that_answers_while_behind_is_closed_and_the_client_resumed() -> None:
+    relay, client, upstream = _exchange(client_falls_behind=False, backend_falls_behind=True)
+    assert client.transport.written == RESPONSE
+    assert relay.idle[0] == [] and upstream.transport.closed
+    assert client.transport.reading  # its next request must be read
