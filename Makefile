@@ -105,11 +105,12 @@ perf-deps: $(COMPILED)
 	@$(BIN)/python -c 'import matplotlib, locust' 2>/dev/null && [ -x $(BIN)/py-spy ] || \
 		$(BIN)/pip install -q matplotlib locust py-spy
 
+# perf/run and perf/profile run perf-deps themselves when started by hand; here it has run.
 perf: perf-deps
-	$(BIN)/python perf/run $(PERF_ARGS)
+	PORTSIDE_PERF_DEPS_READY=1 $(BIN)/python perf/run $(PERF_ARGS)
 
 profile: perf-deps
-	$(BIN)/python perf/profile $(PROFILE_ARGS)
+	PORTSIDE_PERF_DEPS_READY=1 $(BIN)/python perf/profile $(PROFILE_ARGS)
 
 # The fuzz run of the request path (tests/fuzz_proxy.py): portside with two workers in
 # front of a strict recording backend; FUZZ_ARGS e.g. "--seconds 60 --seed 1".

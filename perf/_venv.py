@@ -1,22 +1,46 @@
-"""Run the perf scripts with the repository's virtualenv, wherever they are called from."""
+"""Run the perf scripts with the repository's virtualenv, wherever they are called from,
+after installing what they need."""
 
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 
+#: Set once `make perf-deps` has run for this process tree (by the Makefile's perf
+#: and profile targets, which have it as a prerequisite, and before the re-exec).
+DEPS_READY = "PORTSIDE_PERF_DEPS_READY"
+
 
 def enter() -> None:
-    """Re-exec under .venv/bin/python when started by another interpreter.
+    """Install what is missing, then re-exec under .venv/bin/python when started by
+    another interpreter.
 
-    The harness imports portside, psutil and matplotlib, which live in the venv
-    that `make perf` prepares; `perf/run` from a plain shell should work too.
+    The harness imports portside (compiled), psutil and matplotlib, which live in the
+    venv, and runs wrk, nginx and HAProxy: `perf/run` from a plain shell, on a fresh
+    clone, must not fail for want of them, least of all at the end of a long run.
     """
+    if not os.environ.get(DEPS_READY):
+        _install()
+        os.environ[DEPS_READY] = "1"
     venv_python = ROOT / ".venv" / "bin" / "python"
     if venv_python.exists() and Path(sys.prefix).resolve() != venv_python.parent.parent.resolve():
         os.execv(str(venv_python), [str(venv_python), *sys.argv])
     if str(ROOT) not in sys.path:
         sys.path.insert(0, str(ROOT))
+
+
+def _install() -> None:
+    """`make perf-deps`: the venv, the compiled worker, Debian's wrk, nginx and HAProxy,
+    and the venv's matplotlib, locust and py-spy, each only if missing (under a second
+    when nothing is). The Makefile is the one list of them."""
+    argv = ["make", "--no-print-directory", "-s", "-C", str(ROOT), "perf-deps"]
+    try:
+        code = subprocess.run(argv, check=False).returncode
+    except FileNotFoundError:
+        sys.exit("perf: `make` is missing (apt-get install make); it installs what perf/ needs")
+    if code != 0:
+        sys.exit(f"perf: `make perf-deps` failed (exit {code}), see above; nothing was measured")
