@@ -98,7 +98,9 @@ perf-deps: $(COMPILED)
 	command -v wrk >/dev/null || pkgs="$$pkgs wrk"; \
 	command -v nginx >/dev/null || pkgs="$$pkgs nginx-light"; \
 	command -v haproxy >/dev/null || pkgs="$$pkgs haproxy"; \
-	if [ -n "$$pkgs" ]; then \
+	if [ -n "$$pkgs" ] && [ "$$(id -u)" != 0 ]; then \
+		echo "perf: not root, so not installing$$pkgs (sudo apt-get install$$pkgs)"; \
+	elif [ -n "$$pkgs" ]; then \
 		echo "installing$$pkgs"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$pkgs; \
 	fi

@@ -23,10 +23,15 @@ def enter() -> None:
     venv, and runs wrk, nginx and HAProxy: `perf/run` from a plain shell, on a fresh
     clone, must not fail for want of them, least of all at the end of a long run.
     """
-    if not os.environ.get(DEPS_READY):
+    # --help must answer at once, without apt, pip or a compile that could fail first.
+    if not os.environ.get(DEPS_READY) and not {"-h", "--help"} & set(sys.argv[1:]):
         _install()
         os.environ[DEPS_READY] = "1"
     venv_python = ROOT / ".venv" / "bin" / "python"
+    if os.environ.get(DEPS_READY) and not venv_python.exists():
+        # A dangling symlink (the interpreter the venv was made from is gone) looks
+        # like no venv at all, and the imports would fail with a less useful message.
+        sys.exit(f"perf: {venv_python} is missing or broken; remove .venv and run make perf")
     if venv_python.exists() and Path(sys.prefix).resolve() != venv_python.parent.parent.resolve():
         os.execv(str(venv_python), [str(venv_python), *sys.argv])
     if str(ROOT) not in sys.path:
@@ -36,7 +41,8 @@ def enter() -> None:
 def _install() -> None:
     """`make perf-deps`: the venv, the compiled worker, Debian's wrk, nginx and HAProxy,
     and the venv's matplotlib, locust and py-spy, each only if missing (under a second
-    when nothing is). The Makefile is the one list of them."""
+    when nothing is). The Makefile is the one list of them. It acts on this checkout:
+    it may pip-install into its .venv and rebuild worker/*.so when a source changed."""
     argv = ["make", "--no-print-directory", "-s", "-C", str(ROOT), "perf-deps"]
     try:
         code = subprocess.run(argv, check=False).returncode

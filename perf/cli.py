@@ -96,7 +96,7 @@ def main() -> int:
         return 2
     for tool in ("wrk", "nginx"):
         if shutil.which(tool) is None:
-            print(f"{tool} is missing: apt-get install wrk nginx-light (or make perf)")
+            print(f"{tool} is missing: apt-get install wrk nginx-light (make perf does, as root)")
             return 2
     names = []
     for name in args.proxies:
